@@ -1,0 +1,5 @@
+import sys
+
+from plinknet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""The set-up files agree with each other."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda-forge names of PyPI packages where they differ
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_lists_every_runtime_dependency():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    listed = set()
+    for item in env["dependencies"]:
+        if isinstance(item, dict):
+            listed |= {_name(r) for r in item["pip"]}
+        else:
+            listed.add(_name(item))
+    runtime = {_name(r) for r in project["dependencies"]}
+    missing = {CONDA_NAMES.get(n, n) for n in runtime} - listed
+    assert not missing, f"environment.yml lacks {sorted(missing)}"
+    book = {_name(r) for r in project["optional-dependencies"]["book"]}
+    assert book <= listed, f"environment.yml lacks {sorted(book - listed)}"
+    assert "-e ." in env["dependencies"][-1]["pip"]
+
+
+def test_torch_is_not_pinned_to_the_local_cpu_wheel():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert "torch==" not in text
+
+
+def test_command_line_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "plinknet", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in ("train", "evaluate", "predict", "synth", "download", "bench"):
+        assert command in out
