@@ -64,7 +64,7 @@ def bench_model(device: str = "auto", size: int = 512, batch: int = 2, repeats: 
             models[name](x)  # warm-up
         for _ in range(repeats):  # alternate, so drift in machine load hits both alike
             for name, model in models.items():
-                latency[name] += _timed(lambda: model(x), dev, 1)
+                latency[name] += _timed(lambda m=model: m(x), dev, 1)
     for name in models:
         result["models"][name]["latency_ms"] = 1000 * statistics.median(latency[name])
     p, b = result["models"]["P-LinkNet"], result["models"]["LinkNet34"]
@@ -80,7 +80,7 @@ def bench_model(device: str = "auto", size: int = 512, batch: int = 2, repeats: 
             model = prepare_model(model, dev, channels_last=True)
             with torch.no_grad(), autocast(dev):
                 model(xb)
-                t = statistics.median(_timed(lambda: model(xb), dev, 10))
+                t = statistics.median(_timed(lambda m=model: m(xb), dev, 10))
             result["models"][name]["bf16_images_per_s"] = n / t
     _print_model(result)
     return result

@@ -25,7 +25,8 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         hint = hints[field.name]
         args = typing.get_args(hint)
         optional = type(None) in args
-        base = next((a for a in args if a is not type(None)), hint) if optional or isinstance(hint, types.UnionType) else hint
+        union = optional or isinstance(hint, types.UnionType)
+        base = next((a for a in args if a is not type(None)), hint) if union else hint
         help_text = f"default: {field.default!r}"
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=None, help="window size (default: the training crop size or 512)")
-    p.add_argument("--overlap", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbours (default: window/4)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

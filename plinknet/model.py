@@ -176,7 +176,7 @@ class PLinkNet(nn.Module):
         self.decoder = LinkNetDecoder(channels, classes)
 
     @classmethod
-    def from_config(cls, config: ModelConfig | dict, **overrides) -> "PLinkNet":
+    def from_config(cls, config: ModelConfig | dict, **overrides) -> PLinkNet:
         """Build from a ``ModelConfig`` (or its dict), e.g. the one stored in a checkpoint."""
         fields = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
         fields.update(overrides)
@@ -188,6 +188,35 @@ class PLinkNet(nn.Module):
         center = self.center(features[-1])  # (B, 512, 16, 16)
         skips = features[-2:-5:-1]  # [layer3, layer2, layer1]
         return self.decoder(center, skips)  # (B, classes, 512, 512)
+
+
+@torch.no_grad()
+def stage_shapes(model: PLinkNet, size: int = 512) -> list[tuple[str, tuple[int, ...]]]:
+    """(stage name, output shape) for every stage of the network on one (1, 3, size, size) input."""
+    shapes: list[tuple[str, tuple[int, ...]]] = [("input", (1, 3, size, size))]
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(output, (list, tuple)):  # the encoder returns all its stages
+                names = ["stem", "layer1", "layer2", "layer3", "layer4"][-(len(output) - 1) :]
+                shapes.extend((n, tuple(o.shape)) for n, o in zip(names, output[1:]))
+            else:
+                shapes.append((name, tuple(output.shape)))
+
+        return hook
+
+    modules = [("encoder", model.encoder), ("centre", model.center)]
+    modules += [(f"decoder{4 - i}", block) for i, block in enumerate(model.decoder.blocks)]
+    modules += [("final", model.decoder.classifier)]
+    handles = [m.register_forward_hook(record(n)) for n, m in modules if not isinstance(m, nn.Identity)]
+    was_training = model.training
+    try:
+        model.eval()(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes
 
 
 def LinkNet34(**kwargs) -> PLinkNet:

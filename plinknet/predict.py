@@ -29,9 +29,15 @@ class PredictConfig:
     """How a large scene is cut into windows."""
 
     window: int = 512  # the training crop size: what the network saw
-    overlap: int = 128  # pixels shared by neighbouring windows; their blend hides seams
+    overlap: int | None = None  # pixels shared by neighbouring windows (None: a quarter window); blending hides seams
     batch_size: int = 8  # windows per forward pass
     threshold: float = 0.5  # the paper's
+
+    def __post_init__(self):
+        if self.overlap is None:
+            self.overlap = self.window // 4
+        if not 0 <= self.overlap < self.window:
+            raise ValueError(f"overlap must be in [0, window), got overlap {self.overlap} for window {self.window}")
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -98,13 +104,14 @@ def predict_scene(
     reader = SceneReader(source)
     height, width = reader.height, reader.width
     window = padded_size(min(config.window, max(height, width)))  # small scenes: one padded window
-    weights = blend_weights(window, config.overlap).to(device)
+    overlap = min(config.overlap, window // 2)
+    weights = blend_weights(window, overlap).to(device)
     logit_sum = np.zeros((height, width), dtype=np.float32)
     weight_sum = np.zeros((height, width), dtype=np.float32)
     positions = [
         (r, c)
-        for r in window_starts(height, window, config.overlap)
-        for c in window_starts(width, window, config.overlap)
+        for r in window_starts(height, window, overlap)
+        for c in window_starts(width, window, overlap)
     ]
     bar = tqdm(total=len(positions), desc="windows", unit="win", disable=not progress, leave=False)
     try:

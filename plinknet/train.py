@@ -87,7 +87,7 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (YAML, notebook parameters); unknown keys are an error naming them."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
@@ -96,7 +96,7 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         """Read a YAML file of fields; ``overrides`` (e.g. from the command line) win."""
         path = Path(path)
         if not path.is_file():
@@ -407,7 +407,7 @@ def train(
 
 def _every_nth_tile_window(dataset: InriaDataset, per_tile: int) -> torch.utils.data.Subset:
     """At most ``per_tile`` evenly spread grid crops of each validation tile (a quicker validation)."""
-    by_tile: dict[str, list[int]] = {}
+    by_tile: dict[int, list[int]] = {}
     for i, (tile_index, _) in enumerate(dataset.windows):
         by_tile.setdefault(tile_index, []).append(i)
     keep = []
@@ -432,7 +432,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except Exception as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
     if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a plinknet checkpoint (it has no 'model_config'); train one with `plinknet train`")
+        raise ValueError(
+            f"{path} is not a plinknet checkpoint (it has no 'model_config'); train one with `plinknet train`"
+        )
     # the encoder weights are in the state dict: do not download them again
     model = PLinkNet.from_config(state["model_config"], encoder_weights=None)
     try:

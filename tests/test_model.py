@@ -9,6 +9,7 @@ from plinknet.model import (
     PLinkNet,
     PyramidPooling,
     count_parameters,
+    stage_shapes,
 )
 
 # The D-LinkNet code base's LinkNet34 on torchvision's ResNet34, one logit per pixel.
@@ -126,3 +127,12 @@ def test_failed_download_names_both_ways(monkeypatch):
         PLinkNet(encoder_weights="imagenet")
     message = str(err.value)
     assert "internet" in message and ".pth" in message and "resnet34" in message
+
+
+def test_stage_shapes_for_512():
+    shapes = dict(stage_shapes(PLinkNet(), 512))
+    assert shapes["layer4"] == (1, 512, 16, 16) and shapes["centre"] == (1, 512, 16, 16)
+    assert shapes["stem"] == (1, 64, 256, 256) and shapes["layer1"] == (1, 64, 128, 128)
+    assert shapes["decoder4"] == (1, 256, 32, 32) and shapes["decoder1"] == (1, 64, 256, 256)
+    assert shapes["final"] == (1, 1, 512, 512)
+    assert "centre" not in dict(stage_shapes(LinkNet34(), 64))

@@ -1,0 +1,244 @@
+"""The book's figures. Each function returns a matplotlib Figure and leaves showing or saving to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
+
+from plinknet.data import IMAGENET_MEAN, IMAGENET_STD
+
+# error-map colours: true positive, false positive, false negative (true negative stays grey image)
+ERROR_COLOURS = {"true positive": (0.10, 0.75, 0.25), "false positive": (0.90, 0.15, 0.15),
+                 "false negative": (0.15, 0.45, 0.95)}  # fmt: skip
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised tensor -> (H, W, 3) uint8 for display."""
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    pixels = (image.detach().cpu().float() * std + mean).clamp(0, 1) * 255
+    return pixels.round().byte().permute(1, 2, 0).numpy()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour=(1.0, 0.2, 0.6), alpha: float = 0.45) -> np.ndarray:
+    """Image (H, W, 3) uint8 with a {0,1} mask (H, W) tinted on top; float RGB in [0, 1]."""
+    out = image.astype(np.float32) / 255
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(colour)
+    return out
+
+
+def error_map(prediction: np.ndarray, truth: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """RGB map of true positives, false positives and false negatives over a dimmed grey image."""
+    pred, true = prediction.astype(bool), truth.astype(bool)
+    if image is None:
+        out = np.full((*pred.shape, 3), 0.15, np.float32)
+    else:
+        grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
+        out = np.repeat(0.15 + 0.35 * grey, 3, axis=-1)
+    for colour, where in zip(ERROR_COLOURS.values(), (pred & true, pred & ~true, ~pred & true)):
+        out[where] = colour
+    return out
+
+
+def _legend(fig, **kwargs) -> None:
+    handles = [Patch(color=c, label=n) for n, c in ERROR_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, **kwargs)
+
+
+def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None) -> plt.Figure:
+    """Dataset items (dicts with ``image``, ``mask``, ``tile``) as images with the building mask tinted."""
+    n = len(samples)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        ax.imshow(overlay(denormalize(s["image"]), s["mask"][0].numpy()))
+        ax.set_title(s.get("tile", ""), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
+               ncols: int = 4) -> plt.Figure:  # fmt: skip
+    """Rows of (image, image with mask) for uint8 images and {0,1} masks."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(2.6 * ncols, 5.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, mask, title) in enumerate(zip(images, masks, titles)):
+        r, c = 2 * (i // ncols), i % ncols
+        axes[r, c].imshow(image)
+        axes[r, c].set_title(title, fontsize=9)
+        axes[r + 1, c].imshow(overlay(image, mask))
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "") -> plt.Figure:
+    """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``)."""
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, rows) in enumerate(histories.items()):
+        colour = f"C{i}"
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=colour, label=f"{name} train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "--s", color=colour, label=f"{name} validation")
+        ax_iou.plot(epochs, [100 * r["iou"] for r in rows], "-o", color=colour, label=f"{name} IoU")
+        ax_iou.plot(epochs, [100 * r["miou"] for r in rows], "--s", color=colour, label=f"{name} mIoU")
+    ax_loss.set(xlabel="epoch", ylabel="Dice + BCE loss", title="loss")
+    ax_iou.set(xlabel="epoch", ylabel="%", title="validation IoU (building) and mIoU (2-class mean)")
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    titles: Sequence[str] | None = None,
+) -> plt.Figure:
+    """The paper's Figure 5 with error maps: image, ground truth, then each model's mask and its errors.
+
+    ``predictions`` maps a model name to binary masks, one per image.
+    """
+    names = list(predictions)
+    ncols = 2 + 2 * len(names)
+    fig, axes = plt.subplots(len(images), ncols, figsize=(2.3 * ncols, 2.4 * len(images) + 0.5), squeeze=False)
+    headers = ["image", "ground truth"] + [h for n in names for h in (n, f"{n} errors")]
+    for row, (image, truth) in enumerate(zip(images, truths)):
+        panels = [image, truth]
+        for n in names:
+            pred = predictions[n][row]
+            panels += [pred, error_map(pred, truth, image)]
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(headers[col], fontsize=9)
+        if titles:
+            axes[row, 0].set_ylabel(titles[row], fontsize=8)
+    _legend(fig)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: str = "") -> plt.Figure:
+    """Grouped bars of one metric per city and overall, one bar per model (``evaluation_report`` dicts)."""
+    names = list(reports)
+    cities = list(next(iter(reports.values()))["per_city"]) + ["overall"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.6 * len(cities) + 2, 3.6))
+    x = np.arange(len(cities))
+    for i, name in enumerate(names):
+        values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
+        values.append(100 * reports[name]["overall"][metric])
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=f"C{i}")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, cities)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | None = None,
+               threshold: float = 0.5, title: str = "") -> plt.Figure:  # fmt: skip
+    """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    shown = axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1)
+    axes[1].set_title("building probability")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    pred = probability > threshold
+    if truth is not None:
+        axes[2].imshow(error_map(pred, truth, image))
+        axes[2].set_title(f"errors at threshold {threshold}")
+        _legend(fig)
+    else:
+        axes[2].imshow(overlay(image, pred))
+        axes[2].set_title(f"mask at threshold {threshold}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> plt.Figure:
+    """What each pyramid level averages over: the image cut into b x b regions, one panel per bin."""
+    fig, axes = plt.subplots(1, len(bins), figsize=(3.2 * len(bins), 3.4))
+    h, w = image.shape[:2]
+    for ax, b in zip(np.atleast_1d(axes), bins):
+        ax.imshow(image)
+        for k in range(1, b):
+            ax.axhline(k * h / b, color="yellow", lw=1.5)
+            ax.axvline(k * w / b, color="yellow", lw=1.5)
+        side = h / b * 0.3  # metres, at Inria's 0.3 m pixels
+        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: str = "P-LinkNet") -> plt.Figure:
+    """A block diagram of the U-shape: encoder stages down, the pyramid centre, decoder stages up.
+
+    ``shapes`` is ``plinknet.model.stage_shapes`` output: (stage name, (B, C, H, W)).
+    """
+    shape_of = dict(shapes)
+    encoder = [s for s in ("stem", "layer1", "layer2", "layer3", "layer4") if s in shape_of]
+    decoder = [s for s in ("decoder4", "decoder3", "decoder2", "decoder1", "final") if s in shape_of]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(-0.6, 6.2)
+    ax.axis("off")
+
+    def box(x, y, label, colour, w=2.0, h=0.62):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.03", fc=colour, ec="k", lw=0.8))
+        ax.text(x, y, label, ha="center", va="center", fontsize=8)
+
+    def describe(name):
+        _, c, h, w = shape_of[name]
+        return f"{name}\n{c} x {h} x {w}"
+
+    _, _, size, _ = shape_of["input"]
+    box(1.2, 5.7, f"input\n3 x {size} x {size}", "#eeeeee")
+    for i, s in enumerate(encoder):
+        box(1.2 + 0.9 * i, 4.6 - 1.0 * i, describe(s), "#a6d5a0")
+    for i, s in enumerate(decoder):
+        box(10.8 - 0.9 * (len(decoder) - 1 - i), 4.6 - 1.0 * (len(decoder) - 1 - i) + (0 if s != "final" else 1.0),
+            describe(s), "#9cc3e6")  # fmt: skip
+    centre = "centre" if "centre" in shape_of else None
+    if centre:
+        box(6.0, 0.0, describe("centre").replace("centre", "pyramid pooling (1, 2, 3, 6)"), "#f6c28b", w=3.2)
+    else:
+        box(6.0, 0.0, "no centre (LinkNet34)", "#dddddd", w=3.2)
+    for i in range(1, 4):  # skip connections: encoder layer i added to decoder output at the same scale
+        y = 4.6 - 1.0 * i
+        ax.annotate("", xy=(10.8 - 0.9 * (4 - i) - 1.0, y), xytext=(1.2 + 0.9 * i + 1.0, y),
+                    arrowprops=dict(arrowstyle="->", color="grey", ls="--"))  # fmt: skip
+        ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=7, color="grey")
+    ax.add_patch(Rectangle((0, -0.6), 0.01, 0.01, alpha=0))
+    ax.set_title(title)
+    return fig
