@@ -18,8 +18,12 @@ USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError)
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One ``--field-name`` option per dataclass field; defaults stay None so YAML values are not overridden."""
+    """One ``--field-name`` option per dataclass field; options not given stay out of the namespace.
+
+    So a YAML file's values are overridden only by options actually typed.
+    """
     hints = typing.get_type_hints(cls)
+    unset = argparse.SUPPRESS
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
@@ -29,18 +33,18 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         base = next((a for a in args if a is not type(None)), hint) if union else hint
         help_text = f"default: {field.default!r}"
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=unset, help=help_text)
         elif typing.get_origin(base) is tuple:
-            parser.add_argument(flag, type=int, nargs="*", default=None, help=help_text + " (space separated)")
+            parser.add_argument(flag, type=int, nargs="*", default=unset, help=help_text + " (space separated)")
         elif optional:
-            parser.add_argument(flag, type=lambda s, t=base: None if s.lower() == "none" else t(s), default=None,
+            parser.add_argument(flag, type=lambda s, t=base: None if s.lower() == "none" else t(s), default=unset,
                                 help=help_text + " ('none' for None)")  # fmt: skip
         else:
-            parser.add_argument(flag, type=base, default=None, help=help_text)
+            parser.add_argument(flag, type=base, default=unset, help=help_text)
 
 
 def _overrides(args: argparse.Namespace, cls) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
