@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench clean
+.PHONY: venv test test-all book notebooks html data lint bench clean repo-url
 
 venv: $(STAMP)
 
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[book,dev]"
 	touch $(STAMP)
 
+# pytest, then nbval re-executes every committed notebook (training included: about 10 minutes
+# on 2 CPU cores) and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT.
 test: venv
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider book/
@@ -45,6 +47,10 @@ lint: venv
 
 bench: venv
 	$(VENV)/bin/plinknet bench model
+
+# After changing repository.url in _config.yml: make the Colab install cells follow.
+repo-url: venv
+	$(PY) book/set_repo_url.py
 
 clean:
 	rm -rf _build runs

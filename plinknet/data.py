@@ -525,7 +525,7 @@ def download_file(
         InriaDownloadError: connection lost (run again to resume), wrong size (the file is
             kept) or wrong checksum (the file is deleted).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")

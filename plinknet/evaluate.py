@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from plinknet.data import find_tiles, read_mask
 from plinknet.metrics import BinaryConfusion

@@ -10,12 +10,14 @@ Shapes below are for a 512x512 input and the default ResNet34 encoder.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import TqdmWarning
 
 # What ResNet34's stages output for a 512x512 input:
 #   stem (conv1+bn+relu)  (B, 64, 256, 256)   stride 2
@@ -251,7 +253,9 @@ class EncoderWeightsError(RuntimeError):
 
 def build_encoder(name: str, weights: str | Path | None) -> nn.Module:
     """An smp encoder of depth 5; ``weights`` as in :class:`PLinkNet`."""
-    import segmentation_models_pytorch as smp
+    with warnings.catch_warnings():  # smp -> huggingface_hub -> tqdm.auto warns in Jupyter without ipywidgets
+        warnings.simplefilter("ignore", TqdmWarning)
+        import segmentation_models_pytorch as smp
 
     if weights is None:
         return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)

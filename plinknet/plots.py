@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.patches import FancyBboxPatch, Patch, Rectangle
+from matplotlib.patches import FancyBboxPatch, Patch
 
 from plinknet.data import IMAGENET_MEAN, IMAGENET_STD
 
@@ -204,41 +204,43 @@ def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> 
 def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: str = "P-LinkNet") -> plt.Figure:
     """A block diagram of the U-shape: encoder stages down, the pyramid centre, decoder stages up.
 
-    ``shapes`` is ``plinknet.model.stage_shapes`` output: (stage name, (B, C, H, W)).
+    ``shapes`` is ``plinknet.model.stage_shapes`` output: (stage name, (B, C, H, W)). Boxes on
+    one row share a resolution; dashed arrows are LinkNet's skips, added to the decoder output.
     """
     shape_of = dict(shapes)
-    encoder = [s for s in ("stem", "layer1", "layer2", "layer3", "layer4") if s in shape_of]
-    decoder = [s for s in ("decoder4", "decoder3", "decoder2", "decoder1", "final") if s in shape_of]
-    fig, ax = plt.subplots(figsize=(12, 5.5))
+    # (name, level): level 0 is full resolution, each level down halves it
+    encoder = [("input", 0), ("stem", 1), ("layer1", 2), ("layer2", 3), ("layer3", 4), ("layer4", 5)]
+    decoder = [("final", 0), ("decoder1", 1), ("decoder2", 2), ("decoder3", 3), ("decoder4", 4)]
+    fig, ax = plt.subplots(figsize=(12, 6))
     ax.set_xlim(0, 12)
-    ax.set_ylim(-0.6, 6.2)
+    ax.set_ylim(-0.6, 6.5)
     ax.axis("off")
 
-    def box(x, y, label, colour, w=2.0, h=0.62):
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.03", fc=colour, ec="k", lw=0.8))
-        ax.text(x, y, label, ha="center", va="center", fontsize=8)
+    def box(x, y, name, colour, w=2.0, label=None):
+        _, c, h, wd = shape_of[name]
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.3), w, 0.6, boxstyle="round,pad=0.03", fc=colour, ec="k", lw=0.8))
+        ax.text(x, y, f"{label or name}\n{c} x {h} x {wd}", ha="center", va="center", fontsize=8)
 
-    def describe(name):
-        _, c, h, w = shape_of[name]
-        return f"{name}\n{c} x {h} x {w}"
+    def arrow(start, end, **style):
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", **style))
 
-    _, _, size, _ = shape_of["input"]
-    box(1.2, 5.7, f"input\n3 x {size} x {size}", "#eeeeee")
-    for i, s in enumerate(encoder):
-        box(1.2 + 0.9 * i, 4.6 - 1.0 * i, describe(s), "#a6d5a0")
-    for i, s in enumerate(decoder):
-        box(10.8 - 0.9 * (len(decoder) - 1 - i), 4.6 - 1.0 * (len(decoder) - 1 - i) + (0 if s != "final" else 1.0),
-            describe(s), "#9cc3e6")  # fmt: skip
-    centre = "centre" if "centre" in shape_of else None
-    if centre:
-        box(6.0, 0.0, describe("centre").replace("centre", "pyramid pooling (1, 2, 3, 6)"), "#f6c28b", w=3.2)
+    def x_encoder(level):
+        return 1.3 + 0.75 * level
+
+    def x_decoder(level):
+        return 10.7 - 0.75 * level
+
+    for name, level in encoder:
+        box(x_encoder(level), 6 - level, name, "#eeeeee" if name == "input" else "#a6d5a0")
+    for name, level in decoder:
+        box(x_decoder(level), 6 - level, name, "#9cc3e6")
+    if "centre" in shape_of:
+        box(6.0, 0.0, "centre", "#f6c28b", w=3.0, label="pyramid pooling, bins (1, 2, 3, 6)")
     else:
-        box(6.0, 0.0, "no centre (LinkNet34)", "#dddddd", w=3.2)
-    for i in range(1, 4):  # skip connections: encoder layer i added to decoder output at the same scale
-        y = 4.6 - 1.0 * i
-        ax.annotate("", xy=(10.8 - 0.9 * (4 - i) - 1.0, y), xytext=(1.2 + 0.9 * i + 1.0, y),
-                    arrowprops=dict(arrowstyle="->", color="grey", ls="--"))  # fmt: skip
+        ax.text(6.0, 0.0, "no centre (LinkNet34)", ha="center", va="center", fontsize=8)
+    for level in (2, 3, 4):  # encoder stage added to the decoder block output of the same size
+        y = 6 - level
+        arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
         ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=7, color="grey")
-    ax.add_patch(Rectangle((0, -0.6), 0.01, 0.01, alpha=0))
     ax.set_title(title)
     return fig

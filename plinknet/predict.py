@@ -17,7 +17,7 @@ import rasterio.features
 import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from plinknet.data import normalize
 from plinknet.model import padded_size

@@ -44,7 +44,7 @@ import numpy as np
 import rasterio
 from PIL import Image, ImageDraw
 from rasterio.transform import Affine
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 SYNTHETIC_CITIES = ("gridtown", "suburbia", "farmland", "alpine", "oldtown")
 # dense grid, suburban, rural, alpine, old town; lowercase letters only (files are <city><n>.tif)

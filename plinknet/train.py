@@ -25,9 +25,9 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from plinknet.data import InriaDataset
+from plinknet.data import DataConfig, InriaDataset
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
 from plinknet.model import ModelConfig, PLinkNet
@@ -81,6 +81,10 @@ class TrainConfig:
     @property
     def model_config(self) -> ModelConfig:
         return ModelConfig(self.encoder_name, self.encoder_weights, self.pyramid_bins, classes=1)
+
+    @property
+    def data_config(self) -> DataConfig:
+        return DataConfig(self.data_dir, self.crop_size, self.samples_per_tile, cache=self.cache, seed=self.seed)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -307,9 +311,8 @@ def train(
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     seed_everything(config.seed)
 
-    train_set = InriaDataset(config.data_dir, "train", config.crop_size, config.samples_per_tile,
-                             cache=config.cache, seed=config.seed)  # fmt: skip
-    val_set = InriaDataset(config.data_dir, "val", config.crop_size, augment=False, cache=config.cache)
+    train_set = InriaDataset.from_config(config.data_config, "train")
+    val_set = InriaDataset.from_config(config.data_config, "val")  # the grid of every tile, no augmentation
     if config.val_samples_per_tile:
         val_set = _every_nth_tile_window(val_set, config.val_samples_per_tile)
     sampler = _EpochSampler(len(train_set), world_size, rank, config.seed)
@@ -390,14 +393,14 @@ def train(
                 "best_iou": best_iou,
             }
             save_atomic(checkpoint, out / "last.pt")
-            if improved:
-                save_atomic(checkpoint, out / "best.pt")
+            if improved:  # weights and configs only: half the size, all that prediction needs
+                best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng")}
+                save_atomic(best, out / "best.pt")
             _write_history(out / "history.csv", history)
-            if config.progress:
-                tqdm.write(
-                    f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
-                    f"IoU {row['iou']:.4f}  mIoU {row['miou']:.4f}  {row['images_per_s']:.1f} img/s"
-                )
+            tqdm.write(
+                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+                f"IoU {row['iou']:.4f}  mIoU {row['miou']:.4f}  {row['images_per_s']:.1f} img/s"
+            )
             if on_epoch_end is not None:
                 on_epoch_end(row)
     if dist.is_initialized():
