@@ -1,3 +1,5 @@
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -115,8 +117,14 @@ def test_two_process_ddp_on_cpu(tmp_path):
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "plinknet", "train", "--config", str(config_file), "--device", "cpu"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     rows = read_history(config.out_dir)
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone wrote, once per epoch
     assert all(0 < r["accuracy"] <= 1 for r in rows)
