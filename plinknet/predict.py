@@ -106,6 +106,7 @@ def predict_scene(
     window = padded_size(min(config.window, max(height, width)))  # small scenes: one padded window
     overlap = min(config.overlap, window // 2)
     weights = blend_weights(window, overlap).to(device)
+    weights_np = weights.cpu().numpy()
     logit_sum = np.zeros((height, width), dtype=np.float32)
     weight_sum = np.zeros((height, width), dtype=np.float32)
     positions = [
@@ -128,10 +129,9 @@ def predict_scene(
             with autocast(device):
                 logits = model(batch)[:, 0].float()  # (b, window, window)
             weighted = (logits * weights).cpu().numpy()
-            w_np = weights.cpu().numpy()
             for (r, c), (h, w), lw in zip(chunk, sizes, weighted):
                 logit_sum[r : r + h, c : c + w] += lw[:h, :w]
-                weight_sum[r : r + h, c : c + w] += w_np[:h, :w]
+                weight_sum[r : r + h, c : c + w] += weights_np[:h, :w]
             bar.update(len(chunk))
     finally:
         bar.close()

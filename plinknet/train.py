@@ -32,6 +32,7 @@ from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
 from plinknet.model import ModelConfig, PLinkNet
 
+SYNC_EVERY = 10  # training steps between looks at the loss (progress bar, NaN check): fewer GPU syncs
 HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", *METRIC_NAMES, "seconds", "images_per_s",
 )  # fmt: skip
@@ -344,30 +345,33 @@ def train(
         model.train()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros(2, dtype=torch.float64)
+        loss_total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
         seen, started = 0, time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                    disable=not (config.progress and is_main), leave=False)  # fmt: skip
-        for batch in bar:
+        for step, batch in enumerate(bar, 1):
             image, mask = to_device(batch, device, config.channels_last)
             with autocast(device, config.amp):
                 logits = step_model(image)  # (B, 1, c, c)
             loss = loss_fn(logits, mask)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}; stopped. {out / 'last.pt'} keeps the last "
-                    f"good epoch. Lower the learning rate (lr={config.lr}) or check the data."
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += torch.tensor([loss.item() * len(image), len(image)], dtype=torch.float64)
+            loss_total += loss.detach().double() * len(image)
             seen += len(image)
-            bar.set_postfix(loss=f"{loss_sum[0] / loss_sum[1]:.4f}",
-                            img_s=f"{seen * world_size / (time.perf_counter() - started):.1f}")  # fmt: skip
+            if step % SYNC_EVERY == 0 or step == len(train_loader):  # the host looks at the loss
+                mean_loss = loss_total.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(
+                        f"loss became {mean_loss} in epoch {epoch + 1} (by step {step}); stopped. "
+                        f"{out / 'last.pt'} keeps the last good epoch. Lower the learning rate (lr={config.lr}) "
+                        f"or check the data."
+                    )
+                bar.set_postfix(loss=f"{mean_loss:.4f}",
+                                img_s=f"{seen * world_size / (time.perf_counter() - started):.1f}")  # fmt: skip
         train_seconds = time.perf_counter() - started
         scheduler.step()
-        loss_sum = _all_reduce(loss_sum)
+        loss_sum = _all_reduce(torch.tensor([loss_total.item(), seen], dtype=torch.float64))
         metrics = validate(model, val_loader, loss_fn, device, config)
         row = {
             "epoch": epoch + 1,
