@@ -6,7 +6,7 @@
 Times 512x512 augmented training crops (random window and scale, flips, rotations,
 normalisation) through a DataLoader with 0 and 2 workers reading GeoTIFF windows, and with 0
 workers cropping tiles already decoded in memory (``cache=True``); prints crops/s and the ratio
-to in-memory. The work lives in :func:`plinknet.data.benchmark_crops`; ``plinknet bench data``
+to in-memory. The work lives in :func:`plinknet.bench.benchmark_crops`; ``plinknet bench data``
 runs the same thing.
 """
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plinknet.data import benchmark_crops
+from plinknet.bench import benchmark_crops
 
 
 def run(data_dir: str | Path | None = None, crop_size: int = 512, n: int = 200) -> dict:
-    """Measure and print crops/s; see :func:`plinknet.data.benchmark_crops` for the result."""
+    """Measure and print crops/s; see :func:`plinknet.bench.benchmark_crops` for the result."""
     return benchmark_crops(data_dir, crop_size=crop_size, n=n)
 
 

@@ -5,14 +5,21 @@ They measure; tests never assert timings.
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+import rasterio
 import torch
+from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.flop_counter import FlopCounterMode
 
+from plinknet.data import InriaDataset, find_tiles
 from plinknet.loss import DiceBCELoss
 from plinknet.model import LinkNet34, PLinkNet, count_parameters
 from plinknet.train import autocast, prepare_model, resolve_device
@@ -154,12 +161,121 @@ def bench_predict(device: str = "auto", size: int | None = None) -> dict:
 
 def bench_data(data_dir: str | Path | None = None) -> dict:
     """512x512 training crops/s from GeoTIFF (0 and 2 workers) against in-memory cropping."""
-    from plinknet.data import benchmark_crops
-
     if data_dir is not None:
         return benchmark_crops(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         return benchmark_crops(None, scratch=Path(tmp))
+
+
+def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
+    """``count`` random size x size LZW GeoTIFF tiles (and 0/255 masks) in the official layout."""
+    rng = np.random.default_rng(0)
+    for number in range(6, 6 + count):  # numbers 6+: the training split
+        coarse = rng.integers(0, 224, (3, size // 16 + 1, size // 16 + 1), dtype=np.uint8)
+        image = coarse.repeat(16, 1).repeat(16, 2)[:, :size, :size]  # (3, size, size)
+        image += rng.integers(0, 32, image.shape, dtype=np.uint8)  # texture, as in real imagery
+        mask = (coarse[0].repeat(16, 0).repeat(16, 1)[:size, :size] > 160).astype(np.uint8) * 255
+        for kind, array in (("images", image), ("gt", mask[None])):
+            path = folder / "AerialImageDataset" / "train" / kind / f"bench{number}.tif"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            profile = {"driver": "GTiff", "height": size, "width": size, "count": len(array),
+                       "dtype": "uint8", "compress": "lzw"}  # fmt: skip
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(array)
+    return folder
+
+
+def _no_block_cache(worker_id: int | None = None) -> None:
+    """Turn off GDAL's block cache in this process (a DataLoader worker), so reads are cold."""
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", 0)
+
+
+def _crops_per_second(dataset: InriaDataset, n: int, workers: int, cold: bool) -> float:
+    """Training crops/s through a DataLoader, timed from the first batch (start-up excluded).
+
+    ``cold`` turns off GDAL's block cache, so every crop decodes its strips again, as it does
+    on the full dataset (155 tiles x 75 MB, far more than the cache) but not on a small one.
+    """
+    subset = torch.utils.data.Subset(dataset, range(min(n, len(dataset))))
+    init = _no_block_cache if cold and workers else None
+    loader = torch.utils.data.DataLoader(subset, 8, num_workers=workers, worker_init_fn=init)
+    with rasterio.Env(**({"GDAL_CACHEMAX": 0} if cold else {})):
+        batches = iter(loader)
+        next(batches)
+        start, crops = time.perf_counter(), 0
+        for batch in batches:
+            crops += len(batch["tile"])
+        return crops / (time.perf_counter() - start)
+
+
+def benchmark_crops(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    scratch: str | os.PathLike | None = None,
+    crop_size: int = 512,
+    n: int = 200,
+    tiles: int = 4,
+    tile_size: int = 2000,
+    verbose: bool = True,
+) -> dict:
+    """Training crops/s read from GeoTIFF (0 and 2 workers) against cropping in-memory arrays.
+
+    Args:
+        data_dir: a dataset (see :func:`find_tiles`); None writes ``tiles`` random
+            ``tile_size`` px LZW GeoTIFFs into ``scratch`` (or a temporary folder) first.
+        scratch: where to write the random tiles when ``data_dir`` is None.
+        crop_size: side of the crops.
+        n: crops timed per setting.
+        tiles, tile_size: the random dataset.
+        verbose: print the table.
+
+    Returns:
+        ``{"data", "crop_size", "n", "rows": [{"source", "workers", "crops_per_s", "ratio"}]}``
+        where ``ratio`` is relative to the in-memory row.
+    """
+    if data_dir is None:
+        if scratch is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                return benchmark_crops(None, scratch=tmp, crop_size=crop_size, n=n, tiles=tiles,
+                                       tile_size=tile_size, verbose=verbose)  # fmt: skip
+        data_dir = _write_benchmark_tiles(Path(scratch), tiles, tile_size)
+        described = f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles"
+    else:
+        described = str(data_dir)
+    per_tile = math.ceil(n / len(find_tiles(data_dir, "train")))
+
+    def dataset(cache: bool) -> InriaDataset:
+        return InriaDataset(data_dir, "train", crop_size, per_tile, cache=cache)
+
+    in_memory = dataset(cache=True)
+    for t in range(len(in_memory.tiles)):  # decode every tile once, outside the timing
+        in_memory[t * per_tile]
+    settings = [  # (source, workers, dataset, cold GDAL block cache)
+        ("GeoTIFF, cold reads", 0, dataset(cache=False), True),
+        ("GeoTIFF, cold reads", 2, dataset(cache=False), True),
+        ("GeoTIFF, GDAL cache warm", 0, dataset(cache=False), False),
+        ("in-memory uint8 (cache=True)", 0, in_memory, False),
+    ]
+    rows = [
+        {
+            "source": source,
+            "workers": workers,
+            "crops_per_s": _crops_per_second(ds, n, workers, cold),
+        }
+        for source, workers, ds, cold in settings
+    ]
+    for row in rows:
+        row["ratio"] = row["crops_per_s"] / rows[-1]["crops_per_s"]
+    if verbose:
+        print(f"{crop_size}x{crop_size} training crops (augmented) from {described}, {n} per row, "
+              f"{os.cpu_count()} CPU cores")  # fmt: skip
+        print(f"{'source':<30} {'workers':>7} {'crops/s':>9} {'vs in-memory':>13}")
+        for row in rows:
+            print(f"{row['source']:<30} {row['workers']:>7} {row['crops_per_s']:>9.1f} "
+                  f"{row['ratio']:>12.2f}x")  # fmt: skip
+    return {"data": described, "crop_size": crop_size, "n": n, "rows": rows}
 
 
 def run(what: str, device: str = "auto", data_dir: str | Path | None = None) -> dict:

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
         config = SyntheticConfig(**{k: v for k, v in sizes.items() if v is not None})
         print(generate(args.out, seed=args.seed, config=config))
     elif args.command == "download":
-        from plinknet.data import download_inria
+        from plinknet.download import download_inria
 
         print(download_inria(args.out))
     elif args.command == "train":
