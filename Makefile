@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench clean repo-url
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal ablation paper clean repo-url
 
 venv: $(STAMP)
 
@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,dev]"
+	$(PY) -m pip install --quiet -e ".[book,dev,predict]"
 	touch $(STAMP)
 
 # pytest, then nbval re-executes every committed notebook (training included: about 10 minutes
@@ -47,6 +47,26 @@ lint: venv
 
 bench: venv
 	$(VENV)/bin/plinknet bench model
+
+# Paper-scale dress rehearsal on CPU (not part of `make test`): writes data/inria-scale (18 GB)
+# when missing, then check-data, torchrun training with 2 gloo processes, evaluate and predict
+# of whole 5000x5000 tiles, each phase timed with its peak memory. About 15 minutes on 2 cores.
+rehearsal: venv
+	$(PY) benchmarks/rehearsal.py
+
+# The archived CPU ablation: P-LinkNet vs LinkNet34, 5 seeds, on the synthetic lab sample
+# (about two hours on 2 CPU cores; resumable: run it again after an interruption). Writes the
+# small result files of results/ablation-synthetic-cpu/ (commit them); checkpoints go to runs/.
+SEEDS ?= 0 1 2 3 4
+ablation: venv data
+	$(VENV)/bin/plinknet ablate --config book/params/ablation-synthetic-cpu.yaml --seeds $(SEEDS) \
+		--out results/ablation-synthetic-cpu
+
+# The same question at the paper's scale: its recipe on the real Inria data (data/inria, see
+# data/README.md), on GPUs. results/paper-inria-gpu/ stays empty until someone runs this.
+paper: venv
+	$(VENV)/bin/plinknet ablate --config book/params/paper.yaml --data-dir data/inria --seeds $(SEEDS) \
+		--out results/paper-inria-gpu
 
 # After changing repository.url in _config.yml: make the Colab install cells follow.
 repo-url: venv

@@ -9,6 +9,7 @@ import math
 import os
 import statistics
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.flop_counter import FlopCounterMode
 
-from plinknet.data import InriaDataset, find_tiles
+from plinknet.data import InriaDataset, build_cache, find_tiles
 from plinknet.loss import DiceBCELoss
 from plinknet.model import LinkNet34, PLinkNet, count_parameters
 from plinknet.train import autocast, prepare_model, resolve_device
@@ -104,67 +105,172 @@ def _print_model(r: dict) -> None:
           f"latency {q['latency']:.3f} (target <= 1.10)")  # fmt: skip
 
 
-def bench_train(device: str = "auto", size: int = 512, batch: int | None = None, steps: int | None = None) -> dict:
-    """Training images/s of P-LinkNet (SGD step with Dice+BCE; bf16 + channels_last on CUDA) on random data."""
+def bench_train(
+    device: str = "auto",
+    size: int = 512,
+    batch: int | None = None,
+    steps: int | None = None,
+    data_dir: str | Path | None = None,
+    workers: int | None = None,
+    compile: bool = False,
+) -> dict:
+    """Training images/s of P-LinkNet (SGD step, Dice + BCE; bf16 + channels_last on CUDA).
+
+    Always on random data already on the device (the model's own speed); with ``data_dir``
+    also through the real loader (workers reading GeoTIFF windows, :func:`prepare_batch` on
+    the device), and the ratio of the two: 1.0 means the loader keeps up, below 1 the
+    training is data-bound. With ``compile`` every setting is timed with and without
+    ``torch.compile``.
+    """
+    from plinknet.data import prepare_batch
+    from plinknet.train import default_workers, make_loader
+
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     batch = batch or (16 if cuda else 4)
-    steps = steps or (20 if cuda else 3)
-    model = prepare_model(PLinkNet(), dev, channels_last=True).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = DiceBCELoss()
+    steps = steps or (50 if cuda else 3)
+    workers = default_workers() if workers is None else workers
     fmt = torch.channels_last if cuda else torch.contiguous_format
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=fmt)
     y = (torch.rand(batch, 1, size, size, device=dev) > 0.8).float()
-
-    def step():
-        with autocast(dev):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step()  # warm-up (cudnn autotuning)
-    seconds = sum(_timed(step, dev, steps))
-    result = {"device": device_name(dev), "size": size, "batch": batch, "steps": steps,
-              "images_per_s": batch * steps / seconds}  # fmt: skip
-    print(f"training P-LinkNet {size}x{size}, batch {batch}, {steps} steps on {result['device']}: "
-          f"{result['images_per_s']:.1f} images/s (model only, random data)")  # fmt: skip
-    return result
-
-
-def bench_predict(device: str = "auto", size: int | None = None) -> dict:
-    """Seconds to predict a 5000x5000 tile with the sliding-window predictor (extrapolated on CPU)."""
-    import numpy as np
-
-    from plinknet.predict import PredictConfig, predict_scene
-
-    dev = resolve_device(device)
-    size = size or (5000 if dev.type == "cuda" else 1024)
-    scene = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    model = prepare_model(PLinkNet(), dev, channels_last=True)
-    config = PredictConfig(batch_size=16 if dev.type == "cuda" else 4)
-    predict_scene(model, scene[:512, :512], config, device=dev, progress=False)  # warm-up
-    _sync(dev)
-    t = time.perf_counter()
-    predict_scene(model, scene, config, device=dev, progress=False)
-    _sync(dev)
-    seconds = time.perf_counter() - t
-    per_tile = seconds * (5000 * 5000) / (size * size)
-    result = {"device": device_name(dev), "scene": size, "seconds": seconds,
-              "seconds_per_5000_tile": per_tile, "extrapolated": size != 5000}  # fmt: skip
-    note = f" (extrapolated from {size}x{size} by pixel count)" if size != 5000 else ""
-    print(f"prediction on {result['device']}: {per_tile:.1f} s per 5000x5000 tile{note}; "
-          f"window {config.window}, overlap {config.overlap}")  # fmt: skip
-    return result
-
-
-def bench_data(data_dir: str | Path | None = None) -> dict:
-    """512x512 training crops/s from GeoTIFF (0 and 2 workers) against in-memory cropping."""
+    loader = None
     if data_dir is not None:
-        return benchmark_crops(data_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        return benchmark_crops(None, scratch=Path(tmp))
+        count = len(find_tiles(data_dir, "train"))
+        dataset = InriaDataset(data_dir, "train", size, samples_per_tile=math.ceil(batch * (steps + 2) / count))
+        loader = make_loader(dataset, batch, None, workers, dev, drop_last=True)
+    result = {"device": device_name(dev), "size": size, "batch": batch, "steps": steps, "workers": workers,
+              "data": None if data_dir is None else str(data_dir), "rows": []}  # fmt: skip
+    for compiled in (False, True) if compile else (False,):
+        torch.manual_seed(0)
+        model = prepare_model(PLinkNet(), dev, channels_last=True).train()
+        step_model = torch.compile(model) if compiled else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = DiceBCELoss()
+
+        def step(image, target, valid=None, step_model=step_model, optimizer=optimizer, loss_fn=loss_fn):
+            with autocast(dev):
+                loss = loss_fn(step_model(image), target, valid)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step(x, y)  # warm-up: cudnn autotuning, compilation
+        seconds = sum(_timed(lambda step=step: step(x, y), dev, steps))
+        row = {"compile": compiled, "model_only_images_per_s": batch * steps / seconds}
+        if loader is not None:
+            batches = iter(loader)
+            step(*prepare_batch(next(batches), dev, size, channels_last=True))  # workers start
+            _sync(dev)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(*prepare_batch(next(batches), dev, size, channels_last=True))
+            _sync(dev)
+            row["loader_images_per_s"] = batch * steps / (time.perf_counter() - start)
+            row["loader_ratio"] = row["loader_images_per_s"] / row["model_only_images_per_s"]
+            del batches
+        result["rows"].append(row)
+    print(f"training P-LinkNet {size}x{size}, batch {batch}, {steps} steps on {result['device']}"
+          + (f", loader: {workers} workers over {data_dir}" if loader is not None else ""))  # fmt: skip
+    for row in result["rows"]:
+        line = (f"  compile {'on ' if row['compile'] else 'off'}: {row['model_only_images_per_s']:.1f} images/s "
+                "on data already on the device")  # fmt: skip
+        if "loader_images_per_s" in row:
+            line += f"; {row['loader_images_per_s']:.1f} through the loader (ratio {row['loader_ratio']:.2f})"
+        print(line)
+    return result
+
+
+def bench_predict(device: str = "auto", **sizes) -> dict:
+    """``plinknet predict`` against a plain eager loop (whole processes), s per 5000x5000 tile, and peak memory.
+
+    See :mod:`plinknet.predict_bench`; ``sizes`` (``speed_size``, ``tile_size``, ``memory_sizes``,
+    ``repeats``...) shrink it for a test.
+    """
+    from plinknet.predict_bench import bench_prediction
+
+    return bench_prediction(device, **sizes)
+
+
+# --------------------------------------------------------------------------- memory of a process tree
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in kB from /proc/<pid>/smaps_rollup; (0, 0) if it is gone."""
+    values = {"Pss:": 0, "Rss:": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, *rest = line.split()
+            if key in values:
+                values[key] = int(rest[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return values["Pss:"], values["Rss:"]
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled in a background thread.
+
+    PSS (proportional set size) splits each shared page among the processes that map it, so
+    summing it over DataLoader workers that share memory-mapped tiles or forked pages counts
+    them once; RSS would count them once per process. Linux only (``/proc``); elsewhere the
+    peaks stay None.
+
+    Example::
+
+        with TreeMemory() as memory:   # this process and its children
+            ...
+        memory.peak_pss_mb
+    """
+
+    def __init__(self, pid: int | None = None, interval: float = 0.1):
+        self.pid = os.getpid() if pid is None else pid
+        self.interval = interval
+        self.available = Path(f"/proc/{self.pid}/smaps_rollup").exists()
+        self.peak_pss_mb: float | None = None
+        self.peak_rss_mb: float | None = None
+        self.peak_processes = 0
+        self._stop = threading.Event()
+
+    def sample(self) -> None:
+        pids, frontier = [], [self.pid]
+        while frontier:
+            pid = frontier.pop()
+            pids.append(pid)
+            frontier += _children(pid)
+        pss, rss = map(sum, zip(*(_memory_kb(pid) for pid in pids)))
+        self.peak_pss_mb = max(self.peak_pss_mb or 0.0, pss / 1024)
+        self.peak_rss_mb = max(self.peak_rss_mb or 0.0, rss / 1024)
+        self.peak_processes = max(self.peak_processes, len(pids))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> TreeMemory:
+        if self.available:
+            self.sample()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+
+
+# --------------------------------------------------------------------------- the loader
 
 
 def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
@@ -187,105 +293,154 @@ def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
     return folder
 
 
-def _no_block_cache(worker_id: int | None = None) -> None:
-    """Turn off GDAL's block cache in this process (a DataLoader worker), so reads are cold."""
-    rasterio.env.set_gdal_config("GDAL_CACHEMAX", 0)
+def loader_overhead(dataset: InriaDataset, indices: list[int]) -> dict:
+    """Per-crop time of ``dataset[i]`` against bare rasterio reads of the same windows, in one run.
 
+    The bare read is what any loader must do: ``read(window=...)`` of the image and
+    ``read(1, window=...)`` of the mask, with files opened once. GDAL's block cache is off
+    for both sides (every crop decodes its blocks, as on a dataset far larger than any
+    cache), the two sides alternate crop by crop and change order every crop, and one pass of
+    bare reads first brings the files into the page cache.
 
-def _crops_per_second(dataset: InriaDataset, n: int, workers: int, cold: bool) -> float:
-    """Training crops/s through a DataLoader, timed from the first batch (start-up excluded).
-
-    ``cold`` turns off GDAL's block cache, so every crop decodes its strips again, as it does
-    on the full dataset (155 tiles x 75 MB, far more than the cache) but not on a small one.
+    Returns:
+        ``{"bare_ms", "loader_ms", "collated_ms", "ratio", "collated_ratio"}``; the collated
+        figures time a DataLoader (no workers, batches of 16) over the same crops.
     """
-    subset = torch.utils.data.Subset(dataset, range(min(n, len(dataset))))
-    init = _no_block_cache if cold and workers else None
-    loader = torch.utils.data.DataLoader(subset, 8, num_workers=workers, worker_init_fn=init)
-    with rasterio.Env(**({"GDAL_CACHEMAX": 0} if cold else {})):
+    draws = [dataset.draw(i) for i in indices]
+    handles: dict[Path, rasterio.io.DatasetReader] = {}
+
+    def bare(d: dict) -> None:
+        tile = dataset.tiles[d["tile"]]
+        window = rasterio.windows.Window(d["col"], d["row"], d["width"], d["height"])
+        for path, bands in ((tile.image_path, None), (tile.mask_path, 1)):
+            if path not in handles:
+                handles[path] = rasterio.open(path)
+            handles[path].read(bands, window=window)
+
+    bare_s = loader_s = 0.0
+    with rasterio.Env(GDAL_CACHEMAX=0), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for d in draws:  # the page cache, not the disk, for both sides
+            bare(d)
+        for k, (i, d) in enumerate(zip(indices, draws)):
+            for side in ((0, 1) if k % 2 else (1, 0)):
+                start = time.perf_counter()
+                bare(d) if side == 0 else dataset[i]
+                elapsed = time.perf_counter() - start
+                bare_s, loader_s = (bare_s + elapsed, loader_s) if side == 0 else (bare_s, loader_s + elapsed)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=16)
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        collated_s = time.perf_counter() - start
+    for handle in handles.values():
+        handle.close()
+    n = len(indices)
+    return {"bare_ms": 1000 * bare_s / n, "loader_ms": 1000 * loader_s / n, "collated_ms": 1000 * collated_s / n,
+            "ratio": loader_s / bare_s, "collated_ratio": collated_s / bare_s}  # fmt: skip
+
+
+def loader_throughput(dataset: InriaDataset, n: int, workers: int, batch_size: int = 16) -> dict:
+    """Crops/s through the training DataLoader with ``workers`` processes, and peak memory of the tree.
+
+    Crops are spread over every tile (the memory a loader needs grows with the tiles it has
+    touched when tiles are cached per worker, so every tile must be touched).
+    """
+    from plinknet.train import make_loader
+
+    step = max(1, len(dataset) // n)
+    indices = list(range(0, len(dataset), step))[:n]
+    batch_size = max(1, min(batch_size, len(indices) // 4))  # several batches, the first one untimed
+    loader = make_loader(torch.utils.data.Subset(dataset, indices), batch_size, None, workers, torch.device("cpu"))
+    with TreeMemory() as memory:
         batches = iter(loader)
-        next(batches)
+        next(batches)  # start-up (workers forking) is not timed
+        if memory.available:
+            memory.sample()  # at least once with every worker alive, however short the run
         start, crops = time.perf_counter(), 0
         for batch in batches:
             crops += len(batch["tile"])
-        return crops / (time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        del batches
+    return {"workers": workers, "crops": crops, "crops_per_s": crops / max(seconds, 1e-9),
+            "peak_pss_mb": memory.peak_pss_mb, "peak_rss_mb": memory.peak_rss_mb,
+            "processes": memory.peak_processes}  # fmt: skip
 
 
-def benchmark_crops(
-    data_dir: str | os.PathLike | None = None,
+def bench_data(
+    data_dir: str | Path | None = None,
     *,
-    scratch: str | os.PathLike | None = None,
     crop_size: int = 512,
     n: int = 200,
+    workers: int = 4,
+    cache_dir: str | Path | None = None,
+    throughput_crops: int | None = None,
     tiles: int = 4,
     tile_size: int = 2000,
-    verbose: bool = True,
 ) -> dict:
-    """Training crops/s read from GeoTIFF (0 and 2 workers) against cropping in-memory arrays.
+    """The training loader: per-crop cost against bare windowed reads, and crops/s and memory with workers.
 
     Args:
-        data_dir: a dataset (see :func:`find_tiles`); None writes ``tiles`` random
-            ``tile_size`` px LZW GeoTIFFs into ``scratch`` (or a temporary folder) first.
-        scratch: where to write the random tiles when ``data_dir`` is None.
-        crop_size: side of the crops.
-        n: crops timed per setting.
-        tiles, tile_size: the random dataset.
-        verbose: print the table.
+        data_dir: a dataset (e.g. ``plinknet synth --inria-scale``'s); None writes ``tiles``
+            random ``tile_size`` px LZW GeoTIFFs into a temporary folder first.
+        crop_size: side of the training crops (with the scale augmentation, as in training).
+        n: crops timed for the overhead ratio.
+        workers: DataLoader processes for the throughput and memory figures.
+        cache_dir: also measure the memory-mapped tile cache (built there first; 100 MB per
+            5000 px tile).
+        throughput_crops: crops through the DataLoader (default: two per tile, at least 200).
 
     Returns:
-        ``{"data", "crop_size", "n", "rows": [{"source", "workers", "crops_per_s", "ratio"}]}``
-        where ``ratio`` is relative to the in-memory row.
+        ``{"data", "crop_size", "overhead": loader_overhead(...), "throughput": [rows]}``.
     """
     if data_dir is None:
-        if scratch is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                return benchmark_crops(None, scratch=tmp, crop_size=crop_size, n=n, tiles=tiles,
-                                       tile_size=tile_size, verbose=verbose)  # fmt: skip
-        data_dir = _write_benchmark_tiles(Path(scratch), tiles, tile_size)
-        described = f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles"
-    else:
-        described = str(data_dir)
-    per_tile = math.ceil(n / len(find_tiles(data_dir, "train")))
-
-    def dataset(cache: bool) -> InriaDataset:
-        return InriaDataset(data_dir, "train", crop_size, per_tile, cache=cache)
-
-    in_memory = dataset(cache=True)
-    for t in range(len(in_memory.tiles)):  # decode every tile once, outside the timing
-        in_memory[t * per_tile]
-    settings = [  # (source, workers, dataset, cold GDAL block cache)
-        ("GeoTIFF, cold reads", 0, dataset(cache=False), True),
-        ("GeoTIFF, cold reads", 2, dataset(cache=False), True),
-        ("GeoTIFF, GDAL cache warm", 0, dataset(cache=False), False),
-        ("in-memory uint8 (cache=True)", 0, in_memory, False),
-    ]
-    rows = [
-        {
-            "source": source,
-            "workers": workers,
-            "crops_per_s": _crops_per_second(ds, n, workers, cold),
-        }
-        for source, workers, ds, cold in settings
-    ]
-    for row in rows:
-        row["ratio"] = row["crops_per_s"] / rows[-1]["crops_per_s"]
-    if verbose:
-        print(f"{crop_size}x{crop_size} training crops (augmented) from {described}, {n} per row, "
-              f"{os.cpu_count()} CPU cores")  # fmt: skip
-        print(f"{'source':<30} {'workers':>7} {'crops/s':>9} {'vs in-memory':>13}")
-        for row in rows:
-            print(f"{row['source']:<30} {row['workers']:>7} {row['crops_per_s']:>9.1f} "
-                  f"{row['ratio']:>12.2f}x")  # fmt: skip
-    return {"data": described, "crop_size": crop_size, "n": n, "rows": rows}
+        with tempfile.TemporaryDirectory() as tmp:
+            result = bench_data(_write_benchmark_tiles(Path(tmp), tiles, tile_size), crop_size=crop_size, n=n,
+                                workers=workers, cache_dir=cache_dir, throughput_crops=throughput_crops)  # fmt: skip
+        result["data"] = f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles"
+        return result
+    count = len(find_tiles(data_dir, "train"))
+    dataset = InriaDataset(data_dir, "train", crop_size, samples_per_tile=max(1, math.ceil(n / count)))
+    step = max(1, len(dataset) // n)
+    overhead = loader_overhead(dataset, list(range(0, len(dataset), step))[:n])
+    throughput_crops = throughput_crops or max(200, 2 * count)
+    rows = [{"source": "GeoTIFF windows", **loader_throughput(dataset, throughput_crops, workers)}]
+    if cache_dir is not None:
+        cached = InriaDataset(data_dir, "train", crop_size, samples_per_tile=dataset.samples_per_tile,
+                              cache_dir=cache_dir)  # fmt: skip
+        build_cache(cached.tiles, cache_dir)
+        rows.append({"source": "memory-mapped cache", **loader_throughput(cached, throughput_crops, workers)})
+    result = {"data": str(data_dir), "tiles": count, "crop_size": crop_size, "overhead": overhead,
+              "throughput": rows, "cpu_cores": os.cpu_count()}  # fmt: skip
+    _print_data(result)
+    return result
 
 
-def run(what: str, device: str = "auto", data_dir: str | Path | None = None) -> dict:
-    """Dispatch for the command line."""
+def _print_data(r: dict) -> None:
+    o = r["overhead"]
+    print(f"{r['crop_size']}x{r['crop_size']} training crops (scale, flips, turns) from {r['data']}, "
+          f"{r['cpu_cores']} CPU cores")  # fmt: skip
+    print(f"per crop: bare rasterio reads {o['bare_ms']:.2f} ms, dataset[i] {o['loader_ms']:.2f} ms, "
+          f"collated batch {o['collated_ms']:.2f} ms")  # fmt: skip
+    print(f"ratio to the bare reads: dataset[i] {o['ratio']:.2f}x, collated {o['collated_ratio']:.2f}x (target <= 2)")
+    print(f"{'source':<22}{'workers':>8}{'crops':>7}{'crops/s':>10}{'peak PSS MB':>13}{'peak RSS MB':>13}"
+          f"{'processes':>10}")  # fmt: skip
+    for row in r["throughput"]:
+        pss = f"{row['peak_pss_mb']:13.0f}" if row["peak_pss_mb"] is not None else f"{'-':>13}"
+        rss = f"{row['peak_rss_mb']:13.0f}" if row["peak_rss_mb"] is not None else f"{'-':>13}"
+        print(f"{row['source']:<22}{row['workers']:>8}{row['crops']:>7}{row['crops_per_s']:10.1f}{pss}{rss}"
+              f"{row['processes']:>10}")  # fmt: skip
+    print("(peak memory of the whole process tree; PSS counts pages shared between processes once)")
+
+
+def run(what: str, device: str = "auto", data_dir: str | Path | None = None, **options) -> dict:
+    """Dispatch for the command line; ``options`` go to the benchmark (e.g. ``workers`` for data)."""
     if what == "model":
         return bench_model(device)
     if what == "train":
-        return bench_train(device)
+        return bench_train(device, data_dir=data_dir, **options)
     if what == "predict":
-        return bench_predict(device)
+        return bench_predict(device, **options)
     if what == "data":
-        return bench_data(data_dir)
+        return bench_data(data_dir, **options)
     raise ValueError(f"unknown benchmark {what!r}; choose model, data, train or predict")

@@ -3,22 +3,27 @@
     plinknet download inria --out data/inria
 
 Resumable downloads with a progress bar, a fast and clear failure when offline, and the manual
-route in every error message.
+route in every error message. Both extraction steps (7z volumes -> zip, zip -> folder) work in a
+temporary folder beside the output and rename the result into place only when complete, so an
+interrupted run never leaves a tree that a later run, or ``plinknet.data.find_tiles``, accepts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from plinknet.data import INRIA_HOMEPAGE
@@ -166,14 +171,40 @@ def _check_online(url: str, timeout: float, out: Path) -> None:
         )
 
 
-def _extract_7z(first_volume: Path, out: Path) -> None:
+# Prefix of the temporary folders the extraction steps work in (hidden; removed by the next run).
+_SCRATCH_PREFIX = ".extracting-"
+
+
+@contextlib.contextmanager
+def _scratch(out: Path) -> Iterator[Path]:
+    """A temporary folder inside ``out`` (same file system: moving out of it is a rename), always removed."""
+    folder = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=out))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete the temporary folders that a killed run left behind (they may hold tens of GB)."""
+    for leftover in out.glob(_SCRATCH_PREFIX + "*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _extract_7z(volumes: list[Path], dest: Path, progress: bool = True) -> None:
+    """Extract the multi-volume archive whose first volume is ``volumes[0]`` into ``dest``.
+
+    Uses the ``7z``/``7za``/``7zz`` tool when found, else py7zr + multivolumefile.
+    """
+    first, out = volumes[0], volumes[0].parent
     tool = shutil.which("7z") or shutil.which("7za") or shutil.which("7zz")
     if tool:
         try:
-            subprocess.run([tool, "x", "-y", f"-o{out}", str(first_volume)], check=True)
+            subprocess.run([tool, "x", "-y", f"-o{dest}", str(first)], check=True,
+                           stdout=None if progress else subprocess.DEVNULL)  # fmt: skip
         except subprocess.CalledProcessError as error:
             raise InriaDownloadError(
-                f"{tool} could not extract {first_volume} (exit code {error.returncode}); the "
+                f"{tool} could not extract {first} (exit code {error.returncode}); the "
                 f"volumes may be corrupt: delete {out}/*.7z.* and run again"
             ) from None
         return
@@ -182,16 +213,34 @@ def _extract_7z(first_volume: Path, out: Path) -> None:
         import py7zr
     except ImportError:
         raise InriaDownloadError(
-            f"the archive is downloaded but neither the `7z` tool nor py7zr + multivolumefile "
-            f"is installed to extract it. Run:\n  7z x {first_volume} -o{out}\n"
-            f"(Debian/Ubuntu: apt install p7zip-full), then call download_inria again, or "
-            + _MANUAL.format(out=out)
+            f"the archive is downloaded but neither the `7z` tool nor py7zr + multivolumefile is "
+            f"installed to extract it: `apt install p7zip-full` (Debian/Ubuntu) or `pip install py7zr "
+            f"multivolumefile`, then run again. Or by hand:\n  7z x {first} -o{out}\nthen run again, "
+            f"or " + _MANUAL.format(out=out)
         ) from None
-    with (
-        multivolumefile.open(first_volume.with_suffix(""), mode="rb") as volumes,  # .7z.00*
-        py7zr.SevenZipFile(volumes, mode="r") as archive,
-    ):
-        archive.extractall(out)
+    stem = first.with_suffix("")  # multivolumefile reads every stem.* file, in name order
+    if extra := sorted(set(out.glob(stem.name + ".*")) - set(volumes)):
+        raise InriaDownloadError(f"{extra[0]} would be read as one more volume of {first}; move it elsewhere")
+    try:
+        with (
+            multivolumefile.open(stem, mode="rb") as joined,
+            py7zr.SevenZipFile(joined, mode="r") as archive,
+        ):
+            archive.extractall(dest)
+    except (py7zr.exceptions.ArchiveError, EOFError) as error:
+        raise InriaDownloadError(
+            f"py7zr could not extract {first} ({type(error).__name__}: {error}); the volumes may "
+            f"be corrupt: delete {out}/*.7z.* and run again"
+        ) from None
+
+
+def _unzip(zip_path: Path, dest: Path, progress: bool = True) -> None:
+    """Unpack ``zip_path`` into ``dest`` one member at a time, with a progress bar."""
+    from tqdm import tqdm
+
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in tqdm(archive.infolist(), unit="file", desc=zip_path.name, disable=not progress):
+            archive.extract(member, dest)
 
 
 def download_inria(
@@ -206,8 +255,11 @@ def download_inria(
     The five 7z volumes are fetched into ``out_dir`` (resumable: run again after an
     interruption), their sizes checked, extracted with the ``7z`` tool (or py7zr +
     multivolumefile when installed) and the inner ``NEW2-AerialImageDataset.zip`` is checked
-    against torchgeo's MD5 and unzipped. Nothing is fetched when the dataset is already there.
-    The volumes and the zip (about 40 GB together) can be deleted afterwards.
+    against torchgeo's MD5 and unzipped. Both extractions work in a hidden temporary folder in
+    ``out_dir`` and rename their result into place only when complete; a killed run leaves no
+    zip or ``AerialImageDataset`` behind, only a temporary folder that the next run deletes.
+    Nothing is fetched when the dataset is already there. The volumes and the zip (about 40 GB
+    together) can be deleted afterwards.
 
     Args:
         out_dir: where ``AerialImageDataset/`` ends up.
@@ -226,7 +278,13 @@ def download_inria(
     dataset = out / "AerialImageDataset"
     if (dataset / "train" / "images").is_dir():
         return dataset
+    if dataset.exists() and any(dataset.iterdir()):
+        raise InriaDownloadError(
+            f"{dataset} exists but has no train/images (an interrupted unzip by an older version?); "
+            f"delete it and run again"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
     zip_path = out / INRIA_ZIP_NAME
     if not zip_path.exists():
         if not all((out / url.rsplit("/", 1)[-1]).exists() for url in urls):
@@ -244,22 +302,23 @@ def download_inria(
                     progress=progress,
                 )
             )
-        _extract_7z(volumes[0], out)
-        if not zip_path.exists():
-            raise InriaDownloadError(
-                f"extracting {volumes[0]} gave no {zip_path}; " + _MANUAL.format(out=out)
-            )
+        with _scratch(out) as scratch:
+            _extract_7z(volumes, scratch, progress)
+            if not (scratch / INRIA_ZIP_NAME).is_file():
+                raise InriaDownloadError(
+                    f"extracting {volumes[0]} gave no {INRIA_ZIP_NAME}; " + _MANUAL.format(out=out)
+                )
+            (scratch / INRIA_ZIP_NAME).replace(zip_path)  # complete: move into place
     if (got := _md5(zip_path)) != INRIA_ZIP_MD5:
         raise InriaDownloadError(
             f"{zip_path} has MD5 {got}, expected {INRIA_ZIP_MD5}; delete it and the .7z.* "
             f"volumes and run again, or " + _MANUAL.format(out=out)
         )
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(out)
-    if not (dataset / "train" / "images").is_dir():
-        raise InriaDownloadError(
-            f"{zip_path} did not unpack to {dataset}/train/images; " + _MANUAL.format(out=out)
-        )
+    with _scratch(out) as scratch:
+        _unzip(zip_path, scratch, progress)
+        if not (scratch / "AerialImageDataset" / "train" / "images").is_dir():
+            raise InriaDownloadError(
+                f"{zip_path} did not unpack to AerialImageDataset/train/images; " + _MANUAL.format(out=out)
+            )
+        (scratch / "AerialImageDataset").replace(dataset)  # complete: rename into place
     return dataset
-
-

@@ -28,12 +28,17 @@ class DiceBCELoss(nn.Module):
         self.dice_weight = dice_weight
         self.eps = eps
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of a batch; ``valid`` (same shape, bool) leaves pixels out, e.g. outside a tile."""
         # logits, target: (B, 1, H, W); target in {0, 1}
         logits = logits.float()
         target = target.to(logits.dtype)
-        bce = F.binary_cross_entropy_with_logits(logits, target)
+        weight = None if valid is None else valid.to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+        bce = bce / (weight.sum().clamp_min(1) if weight is not None else target.numel())
         prob = F.logsigmoid(logits).exp()  # sigmoid without overflow warnings for large |logits|
+        if weight is not None:
+            prob, target = prob * weight, target * weight
         intersection = (prob * target).sum()
         cardinality = prob.sum() + target.sum()
         dice = 2 * intersection / cardinality.clamp_min(self.eps)

@@ -41,23 +41,41 @@ class BinaryConfusion:
         self.group_counts: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros(4, dtype=torch.int64))
 
     @torch.no_grad()
-    def update(self, logits: torch.Tensor, target: torch.Tensor, groups: Sequence[str] | None = None) -> None:
-        """Add a batch. ``logits``, ``target``: (B, 1, H, W) or (B, H, W); ``groups``: B names."""
+    def update(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        groups: Sequence[str] | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch. ``logits``, ``target``: (B, 1, H, W) or (B, H, W); ``groups``: B names.
+
+        ``valid`` (same shape, bool): only these pixels are counted (padding outside a tile
+        is not).
+        """
         if logits.shape != target.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        if valid is not None and valid.shape != target.shape:
+            raise ValueError(f"valid {tuple(valid.shape)} and target {tuple(target.shape)} differ in shape")
         # sigmoid(z) > t  <=>  z > logit(t): no sigmoid needed
         logit_threshold = torch.logit(torch.tensor(self.threshold, dtype=torch.float64)).item()
         pred = (logits.float() > logit_threshold).flatten(1)
         true = target.bool().flatten(1)
+        keep = torch.ones_like(true) if valid is None else valid.bool().flatten(1)
         per_image = torch.stack(
             [
-                (pred & true).sum(1),
-                (pred & ~true).sum(1),
-                (~pred & true).sum(1),
-                (~pred & ~true).sum(1),
+                (pred & true & keep).sum(1),
+                (pred & ~true & keep).sum(1),
+                (~pred & true & keep).sum(1),
+                (~pred & ~true & keep).sum(1),
             ],
             dim=1,
-        ).to("cpu", torch.int64)  # (B, 4)
+        )  # (B, 4) on the logits' device
+        self.update_counts(per_image, groups)
+
+    def update_counts(self, per_image: torch.Tensor, groups: Sequence[str] | None = None) -> None:
+        """Add (B, 4) per-image (tp, fp, fn, tn) counts, with optional group names."""
+        per_image = per_image.to("cpu", torch.int64)
         self.counts += per_image.sum(0)
         if groups is not None:
             if len(groups) != per_image.shape[0]:

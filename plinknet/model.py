@@ -82,6 +82,13 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, h, w) = (B, 512, 16, 16)
         size = x.shape[-2:]
+        if min(size) < max(self.bins) and not torch.compiler.is_compiling():
+            warnings.warn(
+                f"the pyramid's centre map is {size[0]} x {size[1]}, smaller than its largest bin "
+                f"({max(self.bins)}): that level upsamples instead of pooling. Use inputs of at least "
+                f"{32 * max(self.bins)} px (the network divides by 32) to exercise every bin",
+                stacklevel=2,
+            )
         pooled = [
             F.interpolate(level(x), size=size, mode="bilinear", align_corners=False)
             for level in self.levels

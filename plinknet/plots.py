@@ -50,15 +50,30 @@ def _legend(fig, **kwargs) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, **kwargs)
 
 
-def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None) -> plt.Figure:
-    """Dataset items (dicts with ``image``, ``mask``, ``tile``) as images with the building mask tinted."""
+def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None,
+                 crop_size: int | None = None) -> plt.Figure:  # fmt: skip
+    """Dataset items as the network sees them, the building mask tinted and padding greyed.
+
+    Items of :class:`plinknet.data.InriaDataset` (uint8 buffers) go through
+    :func:`plinknet.data.prepare_batch` first, resized to ``crop_size`` (default: each
+    buffer's own size).
+    """
+    from torch.utils.data import default_collate
+
+    from plinknet.data import prepare_batch
+
     n = len(samples)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, s in zip(axes.flat, samples):
-        ax.imshow(overlay(denormalize(s["image"]), s["mask"][0].numpy()))
+        one = {k: v for k, v in s.items() if k in ("image", "mask", "side")}
+        image, target, valid = prepare_batch(default_collate([one]), torch.device("cpu"),
+                                             crop_size or s["image"].shape[-1])  # fmt: skip
+        shown = overlay(denormalize(image[0]), target[0, 0].numpy())
+        shown[~valid[0, 0].numpy()] = 0.75  # outside the tile
+        ax.imshow(shown)
         ax.set_title(s.get("tile", ""), fontsize=9)
     if title:
         fig.suptitle(title)

@@ -4,10 +4,13 @@ The Inria Aerial Image Labeling dataset is about 20 GB and cannot be fetched eve
 book is built. This module draws small look-alike tiles instead: 0.3 m RGB orthophotos of
 five invented city styles with building footprint masks, written as GeoTIFFs in exactly the
 folder layout and file naming of Inria, so every other part of ``plinknet`` reads them
-unchanged::
+unchanged, plus lab labels that Inria does not have::
 
     <out>/AerialImageDataset/train/images/<city><n>.tif   3-band uint8 RGB, LZW, 0.3 m
     <out>/AerialImageDataset/train/gt/<city><n>.tif       1-band uint8, 0 background, 255 building
+    <out>/AerialImageDataset/train/lab/<city><n>_instances.tif    uint32 building ids 1..K, 0 none
+    <out>/AerialImageDataset/train/lab/<city><n>_distractors.tif  uint8 LOOKALIKE_KINDS code, 0 none
+    <out>/AerialImageDataset/train/lab/<city><n>_instances.csv    id, area_px, area_m2
 
 Tiles 1..``val_tiles`` of each city are validation and the following ones training, as in
 the usual Inria split (1-5 validation, 6-36 training). Numbers measured on this sample say
@@ -23,12 +26,28 @@ What makes it more than coloured rectangles, and what a network has to learn:
     footprint under a canopy, as Inria's masks (drawn from cadastral footprints) do;
   * multi-scale ground texture, a light sensor blur and noise.
 
+The lab labels (used by :mod:`plinknet.lab`) record what was drawn: every building is one
+instance (a house with its garage wing, a roof with its rooftop units, a palace round its
+courtyard), and its footprint pixels in the tile carry its id, so the instances together
+are exactly the mask. Look-alike regions carry a code of ``LOOKALIKE_KINDS`` (parking lots,
+paved courtyards and squares, farm and chalet yards, pools; see there which are left out and
+why); they never overlap a building. Every city has large buildings and look-alikes:
+gridtown its warehouses and car parks, farmland its barns and farmyards, alpine its big
+chalets and their yards; suburbia got big-box stores and schools on their car parks, and the
+old town palaces round paved courtyards, for the lab (the other cities' tiles are unchanged).
+
 Time budget: the default sample (5 cities x 6 tiles of 1000 x 1000 pixels, 30 Mpx, about
 90 MB) is sized so that the book trains two segmentation networks on it on 2 CPU cores in
 a few minutes each, the whole book build (install included) staying under 20 minutes.
-Generating it takes about 18 s on 2 CPU cores (numpy and Pillow, one core, no GPU).
-Building pixels: about 9 % (farmland, alpine), 16 % (suburbia), 23 % (gridtown) and 33 %
-(oldtown), 18 % overall; Inria's is about 15 %.
+Generating it takes about 15 s on 2 CPU cores (numpy and Pillow, one core, no GPU).
+Building pixels: about 9 % (farmland, alpine), 16.5 % (suburbia), 23 % (gridtown) and
+33.5 % (oldtown), 18 % overall; Inria's is about 15 %.
+
+:func:`generate_inria_scale` (``plinknet synth --inria-scale``) writes a second, much bigger
+set for rehearsing paper-scale training and measuring data loading: Inria's 5 x 36 tiles of
+5000 x 5000 pixels, uncompressed (about 18 GB, under 2 minutes on 2 CPU cores), each tile a
+mosaic of a few patches drawn once per city. Its pixels are only plausible; it has no lab
+labels.
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ import itertools
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +88,20 @@ CITY_SUN = {
     "oldtown": (200.0, 55.0),
 }
 
+# Distractor regions recorded in <stem>_distractors.tif: flat, open, man-made ground that a
+# network seeing only a small window could take for a flat roof, and that only context (no
+# shadow, cars, the block around it) tells apart. Left out on purpose: roads, driveways and
+# tracks (long and thin, a different confusion), lawns and garden courts (no roof looks like
+# grass) and farmland's fields (they are that city's background: most of its pixels, and
+# counting them would drown every other kind).
+PARKING, COURTYARD, YARD, POOL = 1, 2, 3, 4
+LOOKALIKE_KINDS = {
+    PARKING: "parking",  # asphalt lots with stall lines and parked cars, often beside big roofs
+    COURTYARD: "courtyard",  # paved courtyards of perimeter and old-town blocks, old-town squares
+    YARD: "yard",  # paved or gravel yards of farms and chalets, between and around buildings
+    POOL: "pool",  # swimming pools with their concrete coping: small flat rectangles in gardens
+}
+
 
 @dataclass
 class SyntheticConfig:
@@ -75,7 +109,7 @@ class SyntheticConfig:
 
     tile_size: int = 1000  # 300 m at 0.3 m; not a multiple of 32, like Inria's 5000
     val_tiles: int = 2  # tiles 1..val_tiles of each city (Inria: tiles 1-5 are validation)
-    train_tiles: int = 4  # tiles 6..5+train_tiles of each city (Inria: 6-36 are training)
+    train_tiles: int = 5  # tiles 6..5+train_tiles (Inria: 6-36 train); 6 picks best.pt, 7-10 train
     resolution: float = 0.3  # metres per pixel, as Inria
     cities: tuple[str, ...] = SYNTHETIC_CITIES  # one style each; five like Inria's five cities
 
@@ -96,13 +130,23 @@ class SyntheticConfig:
         return list(range(1, self.val_tiles + 1)) + list(range(6, 6 + self.train_tiles))
 
 
+@dataclass
+class SyntheticTile:
+    """One drawn tile: the image and mask that are written, and the lab labels behind them."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    mask: np.ndarray  # (H, W) uint8 in {0, 1}: building footprints
+    instances: np.ndarray  # (H, W) uint32 building instance ids 1..K, 0 none; (instances > 0) == mask
+    distractors: np.ndarray  # (H, W) uint8 LOOKALIKE_KINDS codes, 0 none; never on a building
+
+
 def generate(
     out_dir, seed: int = 0, config: SyntheticConfig | None = None, progress: bool = True
 ) -> Path:
-    """Write the synthetic sample in the Inria layout.
+    """Write the synthetic sample in the Inria layout, with the lab labels of every tile.
 
     Args:
-        out_dir: folder that receives ``AerialImageDataset/train/{images,gt}``.
+        out_dir: folder that receives ``AerialImageDataset/train/{images,gt,lab}``.
         seed: the same seed writes the same pixels.
         config: sizes and cities; ``SyntheticConfig()`` when None.
         progress: show a progress bar over tiles.
@@ -112,12 +156,14 @@ def generate(
     """
     config = config or SyntheticConfig()
     root = Path(out_dir) / "AerialImageDataset"
-    (root / "train" / "images").mkdir(parents=True, exist_ok=True)
-    (root / "train" / "gt").mkdir(parents=True, exist_ok=True)
+    for folder in ("images", "gt", "lab"):
+        (root / "train" / folder).mkdir(parents=True, exist_ok=True)
     jobs = [(city, n) for city in config.cities for n in config.tile_numbers()]
     for city, n in tqdm(jobs, desc="synthetic tiles", unit="tile", disable=not progress):
-        image, mask = generate_tile(city, seed * 10_000 + n, config.tile_size, config.resolution)
-        _write_pair(root / "train", f"{city}{n}", image, mask, city, n, config.resolution)
+        tile = draw_tile(city, seed * 10_000 + n, config.tile_size, config.resolution)
+        profile = _profile(city, n, config.tile_size, config.resolution)
+        _write_pair(root / "train", f"{city}{n}", tile.image, tile.mask, profile)
+        _write_lab(root / "train" / "lab", f"{city}{n}", tile, profile, config.resolution)
     return root
 
 
@@ -131,20 +177,134 @@ def ensure_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None)
     root = out_dir / "AerialImageDataset"
     if (root / "train" / "images").is_dir():
         return root
+    return _write_atomically(out_dir, lambda partial: generate(partial, seed, config))
+
+
+def _write_atomically(out_dir: Path, write) -> Path:
+    """Run ``write(partial)`` on a fresh ``<out_dir>.partial`` and move its AerialImageDataset in."""
     partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
+    if partial.exists():  # left by an interrupted run
         shutil.rmtree(partial)
-    generate(partial, seed, config)
+    write(partial)
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.replace(partial / "AerialImageDataset", root)
+    os.replace(partial / "AerialImageDataset", out_dir / "AerialImageDataset")
     shutil.rmtree(partial)
-    return root
+    return out_dir / "AerialImageDataset"
 
 
-def generate_tile(
-    city: str, seed: int, size: int, resolution: float = 0.3
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one tile of one city style.
+@dataclass
+class InriaScaleConfig:
+    """Size of the Inria-size rehearsal set written by :func:`generate_inria_scale`.
+
+    The defaults give Inria's labelled part: 5 cities x 36 tiles of 5000 x 5000 pixels.
+    """
+
+    tile_size: int = 5000  # pixels on a side, as Inria (1.5 km at 0.3 m)
+    tiles_per_city: int = 36  # as Inria: tiles 1-5 validation, 6-36 training
+    patch_size: int = 1250  # drawn patches, 4 x 4 to a tile; drawing dominates the cost per pixel
+    patches_per_city: int = 8  # x 8 flips and rotations: 64 variants to pick 16 per tile from
+    resolution: float = 0.3  # metres per pixel, as Inria
+    cities: tuple[str, ...] = SYNTHETIC_CITIES  # five styles, like Inria's five cities
+
+    def __post_init__(self):
+        self.cities = tuple(self.cities)
+        unknown = [c for c in self.cities if c not in SYNTHETIC_CITIES]
+        if unknown:
+            raise ValueError(f"unknown synthetic cities {unknown}; choose from {SYNTHETIC_CITIES}")
+        if min(self.tile_size, self.tiles_per_city, self.patch_size, self.patches_per_city) < 1:
+            raise ValueError("tile_size, tiles_per_city, patch_size and patches_per_city must be >= 1")
+
+    def bytes_needed(self) -> int:
+        """Disk space of the set: 3 image bands and 1 mask band of uint8 per pixel, uncompressed."""
+        return len(self.cities) * self.tiles_per_city * self.tile_size**2 * 4
+
+
+def generate_inria_scale(
+    out_dir, seed: int = 0, config: InriaScaleConfig | None = None, progress: bool = True
+) -> Path:
+    """Write an Inria-size rehearsal set: 180 tiles of 5000 x 5000 pixels in the Inria layout.
+
+    It is for rehearsing paper-scale training and measuring the loader's memory and speed
+    with many workers, not for learning anything: its pixels only need to be plausible. To
+    take minutes rather than hours, each city draws a few patches once (``draw_tile``) and
+    every tile is a mosaic of them, each picked, rotated and flipped by a seeded RNG; the
+    seams between patches show. Files are uncompressed and striped, like (as far as we know)
+    the original Inria tiles, so writing is fast and reading cheap: about 18 GB in all. There
+    are no lab labels. It is written into ``<out_dir>.partial`` and moved into place at the
+    end, so an interrupted run is never taken for a complete one.
+
+    Args:
+        out_dir: folder that receives ``AerialImageDataset/train/{images,gt}``.
+        seed: the same seed writes the same pixels.
+        config: sizes; ``InriaScaleConfig()`` (the full set) when None.
+        progress: show progress bars over patches and tiles.
+
+    Returns:
+        The path of ``<out_dir>/AerialImageDataset``.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds an AerialImageDataset.
+        OSError: not enough free disk space for the set.
+    """
+    config = config or InriaScaleConfig()
+    out_dir = Path(out_dir)
+    if (out_dir / "AerialImageDataset").exists():
+        raise FileExistsError(
+            f"{out_dir / 'AerialImageDataset'} exists already; delete it to write the rehearsal set again"
+        )
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():  # left by an interrupted run; its space counts as free
+        shutil.rmtree(partial)
+    _check_free_space(out_dir, config.bytes_needed())
+    return _write_atomically(out_dir, lambda p: _write_inria_scale(p, seed, config, progress))
+
+
+def _check_free_space(out_dir: Path, needed: int) -> None:
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    margin = 256 * 2**20  # headers, the file system's own bookkeeping
+    if free < needed + margin:
+        raise OSError(
+            f"not enough disk space in {existing} for the rehearsal set: it needs "
+            f"{needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free; free some or choose another --out"
+        )
+
+
+def _write_inria_scale(out_dir: Path, seed: int, config: InriaScaleConfig, progress: bool):
+    train = Path(out_dir) / "AerialImageDataset" / "train"
+    for folder in ("images", "gt"):
+        (train / folder).mkdir(parents=True, exist_ok=True)
+    drawn = [(city, k) for city in config.cities for k in range(config.patches_per_city)]
+    patches = {}
+    for city, k in tqdm(drawn, desc="drawing patches", unit="patch", disable=not progress):
+        # seeds of their own, apart from the sample's tiles (seed * 10_000 + tile number)
+        tile = draw_tile(city, seed * 10_000 + 5_000 + k, config.patch_size, config.resolution)
+        patches[city, k] = (tile.image, tile.mask)
+    jobs = [(city, n) for city in config.cities for n in range(1, config.tiles_per_city + 1)]
+    for city, n in tqdm(jobs, desc="inria-scale tiles", unit="tile", disable=not progress):
+        rng = np.random.default_rng([seed, SYNTHETIC_CITIES.index(city), n])
+        image, mask = _mosaic([patches[city, k] for k in range(config.patches_per_city)], config.tile_size, rng)
+        profile = _profile(city, n, config.tile_size, config.resolution, compress=False)
+        _write_pair(train, f"{city}{n}", image, mask, profile)
+
+
+def _mosaic(patches, size: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A (size, size) image and mask tiled with patches, each picked, rotated and flipped at random."""
+    image = np.empty((size, size, 3), np.uint8)
+    mask = np.empty((size, size), np.uint8)
+    step = patches[0][1].shape[0]
+    for y in range(0, size, step):
+        for x in range(0, size, step):
+            k, turns, flip = rng.integers(len(patches)), rng.integers(4), rng.random() < 0.5
+            for out, patch in zip((image, mask), patches[k]):
+                patch = np.rot90(patch, turns)
+                patch = patch[:, ::-1] if flip else patch
+                out[y : y + step, x : x + step] = patch[: size - y, : size - x]
+    return image, mask
+
+
+def draw_tile(city: str, seed: int, size: int, resolution: float = 0.3) -> SyntheticTile:
+    """Draw one tile of one city style, with its building instances and distractor regions.
 
     Args:
         city: one of ``SYNTHETIC_CITIES``.
@@ -153,7 +313,7 @@ def generate_tile(
         resolution: metres per pixel; the layouts are in metres.
 
     Returns:
-        ``image`` (size, size, 3) uint8 RGB and ``mask`` (size, size) uint8 in {0, 1}.
+        The image, the mask and the lab labels (see :class:`SyntheticTile`).
     """
     if city not in SYNTHETIC_CITIES:
         raise ValueError(f"unknown city style {city!r}; choose from {SYNTHETIC_CITIES}")
@@ -165,28 +325,52 @@ def generate_tile(
     return scene.render()
 
 
-def _write_pair(folder: Path, stem: str, image, mask, city: str, n: int, resolution: float):
+def generate_tile(
+    city: str, seed: int, size: int, resolution: float = 0.3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one tile of one city style: :func:`draw_tile` without the lab labels.
+
+    Returns:
+        ``image`` (size, size, 3) uint8 RGB and ``mask`` (size, size) uint8 in {0, 1}.
+    """
+    tile = draw_tile(city, seed, size, resolution)
+    return tile.image, tile.mask
+
+
+def _profile(city: str, n: int, size: int, resolution: float, compress: bool = True) -> dict:
+    """GeoTIFF creation options of tile ``n`` of ``city``, but its band count and dtype."""
     crs, east, north = CITY_CRS[city]
-    size = image.shape[0]
     east += (n - 1) * size * resolution  # tiles of a city lie side by side, west to east
-    common = {
+    profile = {
         "driver": "GTiff",
         "width": size,
         "height": size,
-        "dtype": "uint8",
         "crs": crs,
         "transform": Affine(resolution, 0, east, 0, -resolution, north),  # north-up
-        "compress": "lzw",
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
     }
+    if compress:
+        profile.update(compress="lzw", tiled=True, blockxsize=256, blockysize=256)
+    return profile  # else uncompressed and striped, GDAL's defaults
+
+
+def _write_pair(folder: Path, stem: str, image, mask, profile: dict):
     with rasterio.open(
-        folder / "images" / f"{stem}.tif", "w", count=3, photometric="RGB", **common
+        folder / "images" / f"{stem}.tif", "w", count=3, dtype="uint8", photometric="RGB", **profile
     ) as f:
         f.write(image.transpose(2, 0, 1))
-    with rasterio.open(folder / "gt" / f"{stem}.tif", "w", count=1, **common) as f:
+    with rasterio.open(folder / "gt" / f"{stem}.tif", "w", count=1, dtype="uint8", **profile) as f:
         f.write(mask[None] * np.uint8(255))
+
+
+def _write_lab(folder: Path, stem: str, tile: SyntheticTile, profile: dict, resolution: float):
+    """``<stem>_instances.tif``, ``<stem>_distractors.tif`` and ``<stem>_instances.csv``."""
+    with rasterio.open(folder / f"{stem}_instances.tif", "w", count=1, dtype="uint32", **profile) as f:
+        f.write(tile.instances[None])
+    with rasterio.open(folder / f"{stem}_distractors.tif", "w", count=1, dtype="uint8", **profile) as f:
+        f.write(tile.distractors[None])
+    areas = np.bincount(tile.instances.ravel())[1:]
+    rows = [f"{i},{a},{a * resolution**2:.2f}" for i, a in enumerate(areas, start=1)]
+    (folder / f"{stem}_instances.csv").write_text("\n".join(["id,area_px,area_m2", *rows]) + "\n")
 
 
 # ----------------------------------------------------------------------------- palettes
@@ -236,6 +420,8 @@ class _Surface:
     stripe_dir: tuple[float, float] = (1.0, 0.0)  # intensity varies along this pixel direction
     stripe_period: float = 4.0  # pixels
     ground: bool = False  # take the ground texture instead of colour
+    instance: int = 0  # building instance drawn with this surface (lab labels); 0: not a building
+    lookalike: int = 0  # LOOKALIKE_KINDS code of the distractor region it belongs to; 0: none
 
 
 class _Scene:
@@ -264,6 +450,8 @@ class _Scene:
                 self.tree_types.append((tuple(c), h))
             self.kind_index[kind] = (start, len(self.tree_types))
         self.occupied = []  # (x, y, radius) in metres, to keep objects apart
+        self.instance_count = 0  # building instances drawn so far (ids 1, 2, ...)
+        self.lookalike_code = 0  # surfaces drawn now belong to this distractor kind
 
     # ------------------------------------------------------------------ geometry helpers
     def px(self, pts) -> list[tuple[float, float]]:
@@ -287,8 +475,26 @@ class _Scene:
         return -m <= u <= self.size + m and -m <= v <= self.size + m
 
     def surface(self, colour, **kw) -> int:
+        """A new surface id; non-building surfaces inherit the current look-alike kind."""
+        assert kw.get("building", False) == (kw.get("instance", 0) > 0), "building <=> instance"
+        if not kw.get("building", False):
+            kw.setdefault("lookalike", self.lookalike_code)
         self.surfaces.append(_Surface(tuple(float(c) for c in colour), **kw))
         return len(self.surfaces) - 1
+
+    def new_instance(self) -> int:
+        """The id of a new building instance."""
+        self.instance_count += 1
+        return self.instance_count
+
+    @contextmanager
+    def lookalike(self, code: int):
+        """Surfaces drawn inside this block belong to distractor kind ``code`` (LOOKALIKE_KINDS)."""
+        outer, self.lookalike_code = self.lookalike_code, code
+        try:
+            yield
+        finally:
+            self.lookalike_code = outer
 
     def jitter(self, colour, amount=0.06):
         """The colour a little lighter or darker, and very slightly tinted."""
@@ -343,19 +549,28 @@ class _Scene:
         height=6.0,
         palette="grey",
         clutter=True,
-    ):
-        """A rectangular building; its ridge (if any) runs along ``length``."""
+        instance=None,
+    ) -> int:
+        """A rectangular building; its ridge (if any) runs along ``length``.
+
+        Returns its instance id; pass it as ``instance`` to draw a wing of the same building.
+        """
         corners = _rect(cx, cy, length, width, angle)
         colour = colour or self.jitter(self.pick(palette))
         metal = palette == "metal" or self.rng.random() < 0.1
-        self.roof(corners, roof, colour, height, clutter, metal)
+        return self.roof(corners, roof, colour, height, clutter, metal, instance)
 
     def pick(self, palette):
         options = ROOF_COLOURS[palette]
         return options[self.rng.integers(len(options))]
 
-    def roof(self, quad, roof, colour, height, clutter=True, metal=False):
-        """A building on a quadrilateral p00, p10, p11, p01; the ridge runs along p00 -> p10."""
+    def roof(self, quad, roof, colour, height, clutter=True, metal=False, instance=None) -> int:
+        """A building on a quadrilateral p00, p10, p11, p01; the ridge runs along p00 -> p10.
+
+        Every surface of it (faces, parapet, rooftop units) carries one instance id: ``instance``
+        when given (a wing of an existing building), else a new one, which is returned.
+        """
+        instance = instance or self.new_instance()
         p00, p10, p11, p01 = (np.array(p, float) for p in quad)
 
         def at(u, v):  # bilinear point in the quad
@@ -374,6 +589,7 @@ class _Scene:
             "stripe": ribs,
             "stripe_dir": u_dir,
             "stripe_period": 3.0,
+            "instance": instance,
         }
         if roof == "flat":
             self.polygon(quad, self.surface(np.array(colour) * 0.85, **kw))  # parapet
@@ -395,10 +611,11 @@ class _Scene:
                         height=height + 1.2,
                         building=True,
                         noise=0.03,
+                        instance=instance,
                     )
                     angle = math.atan2(u_dir[1], u_dir[0]) - self.angle  # back to layout frame
                     self.quad(x, y, size, size * self.rng.uniform(0.5, 1), angle, unit)
-            return
+            return instance
         v_px = np.array(self.px([at(0.5, 1)])[0]) - np.array(self.px([at(0.5, 0)])[0])
         v_dir = v_px / (np.linalg.norm(v_px) + 1e-9)
         pitch = math.radians(self.rng.uniform(25, 45))
@@ -419,6 +636,7 @@ class _Scene:
             face(v_dir, [at(r, 0.5), at(1 - r, 0.5), at(1, 1), at(0, 1)])
             face(-u_vec, [at(0, 0), at(r, 0.5), at(0, 1)])
             face(u_vec, [at(1, 0), at(1, 1), at(1 - r, 0.5)])
+        return instance
 
     def _facet_light(self, normal_px, pitch):
         """Lambert brightness of a roof face relative to flat ground, sun from ``self.sun_dir``."""
@@ -441,6 +659,10 @@ class _Scene:
 
     def parking(self, cx, cy, length, width, angle, fill=0.6):
         """An asphalt lot with painted stalls and parked cars: roof-like, but no shadow."""
+        with self.lookalike(PARKING):
+            self._parking(cx, cy, length, width, angle, fill)
+
+    def _parking(self, cx, cy, length, width, angle, fill):
         asphalt = self.surface(self.jitter(ASPHALT, 0.1), noise=0.05, blotch=0.08)
         self.quad(cx, cy, length, width, angle, asphalt)
         paint = self.surface((0.82, 0.82, 0.78), noise=0.02, blotch=0.0)
@@ -454,13 +676,15 @@ class _Scene:
                     self.car(x + 1.3 * c, y + 1.3 * s, angle + math.pi / 2 + tilt)
 
     def pool(self, cx, cy, length, width, angle):
-        coping = self.surface(self.jitter(CONCRETE), noise=0.03)
+        coping = self.surface(self.jitter(CONCRETE), noise=0.03, lookalike=POOL)
         self.quad(cx, cy, length + 1.6, width + 1.6, angle, coping)
-        water = self.surface(self.jitter((0.32, 0.66, 0.74), 0.08), noise=0.03, blotch=0.08)
+        water = self.surface(
+            self.jitter((0.32, 0.66, 0.74), 0.08), noise=0.03, blotch=0.08, lookalike=POOL
+        )
         self.quad(cx, cy, length, width, angle, water)
 
     # ------------------------------------------------------------------ rendering
-    def render(self) -> tuple[np.ndarray, np.ndarray]:
+    def render(self) -> SyntheticTile:
         n, rng = self.size, self.rng
         labels = np.asarray(self.labels, dtype=np.int32)
         s = self.surfaces
@@ -518,7 +742,9 @@ class _Scene:
         img = img * rng.uniform(0.92, 1.08) + rng.uniform(-0.02, 0.02)  # exposure per tile
         img += 0.012 * rng.standard_normal(img.shape, dtype=np.float32)  # sensor noise
         image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-        return image, roof.astype(np.uint8)
+        instances = np.array([x.instance for x in s], np.uint32)[labels]
+        distractors = np.array([x.lookalike for x in s], np.uint8)[labels]
+        return SyntheticTile(image, roof.astype(np.uint8), _renumber(instances), distractors)
 
     def _ground_texture(self):
         n, rng = self.size, self.rng
@@ -548,6 +774,14 @@ class _Scene:
 
 
 # ----------------------------------------------------------------------------- numerics
+def _renumber(instances):
+    """Ids 1..K in drawing order for the K instances left visible (later roofs cover earlier ones)."""
+    visible = np.unique(instances)
+    lookup = np.zeros(int(visible[-1]) + 1, np.uint32)
+    lookup[visible] = np.arange(len(visible), dtype=np.uint32) + (visible[0] != 0)
+    return lookup[instances]
+
+
 def _rect(cx, cy, length, width, angle):
     """Corners p00, p10, p11, p01 of a rectangle; p00 -> p10 runs along ``length`` at ``angle``."""
     c, s = math.cos(angle), math.sin(angle)
@@ -668,8 +902,14 @@ def _grid_block(scene, rng, kind, a, b, c, d):
 
     if kind == "perimeter":
         depth = rng.uniform(11, 17)
+        paving = scene.jitter(CONCRETE, 0.1)
+        grass = rng.random() < 0.4  # a lawn is no look-alike; a paved courtyard is
         yard = scene.surface(
-            scene.jitter(CONCRETE, 0.1), noise=0.05, blotch=0.08, ground=rng.random() < 0.4
+            paving,
+            noise=0.05,
+            blotch=0.08,
+            ground=grass,
+            lookalike=0 if grass else COURTYARD,
         )
         scene.quad(cx, cy, lx, ly, 0, yard)
         for side in range(4):
@@ -805,6 +1045,10 @@ def _suburbia(scene: _Scene, rng):
     width = rng.uniform(7, 9)
     for line in roads:
         scene.road(line, width, kerb=0.6, marking=rng.random() < 0.3)
+    sites = _shopping_sites(scene, rng)
+
+    def on_site(x, y, margin):
+        return any(abs(x - a) < u + margin and abs(y - b) < v + margin for a, b, u, v in sites)
 
     def house(x, y, angle, side):
         nx, ny = -math.sin(angle), math.cos(angle)
@@ -814,6 +1058,8 @@ def _suburbia(scene: _Scene, rng):
         if not scene.inside(hx, hy, 30) or not scene.free(hx, hy, l / 2 + 2):
             return
         if _distance_to([(hx, hy)], roads)[0] < width / 2 + w / 2 + 3:
+            return
+        if on_site(hx, hy, l / 2 + 2):
             return
         scene.occupy(hx, hy, l / 2 + 2)
         off = l / 2 - 2  # driveway to one end of the house
@@ -825,8 +1071,10 @@ def _suburbia(scene: _Scene, rng):
         )
         roof = rng.choice(["hip", "gable", "flat"], p=[0.5, 0.4, 0.1])
         palette = rng.choice(["grey", "dark", "brown", "white"], p=[0.35, 0.3, 0.25, 0.1])
-        scene.building(hx, hy, l, w, angle, roof=roof, palette=palette, height=rng.uniform(4, 7))
-        if rng.random() < 0.35:  # an extension or garage wing
+        house_id = scene.building(
+            hx, hy, l, w, angle, roof=roof, palette=palette, height=rng.uniform(4, 7)
+        )
+        if rng.random() < 0.35:  # an extension or garage wing: part of the same building
             scene.building(
                 hx + 0.4 * l * math.cos(angle) - side * nx * 0.2 * w,
                 hy + 0.4 * l * math.sin(angle) - side * ny * 0.2 * w,
@@ -836,12 +1084,15 @@ def _suburbia(scene: _Scene, rng):
                 roof=roof,
                 palette=palette,
                 height=3.5,
+                instance=house_id,
             )
         back = setback + w + rng.uniform(5, 9)
         bx, by = x + side * nx * back, y + side * ny * back
         along = rng.uniform(-0.3, 0.3) * l
         bx, by = bx + along * math.cos(angle), by + along * math.sin(angle)
-        if rng.random() < 0.25:
+        if on_site(bx, by, 6):
+            pass  # the back of this garden is the neighbouring car park
+        elif rng.random() < 0.25:
             scene.pool(bx, by, rng.uniform(6, 10), rng.uniform(3, 5), angle + rng.normal(0, 0.1))
         elif rng.random() < 0.4:  # shed
             s = rng.uniform(3, 5)
@@ -868,21 +1119,36 @@ def _suburbia(scene: _Scene, rng):
             )
 
     _along_roads(rng, roads, 24, house)
-    # one bigger flat-roofed building with its car park: school, church, shop
-    if rng.random() < 0.6:
-        x, y = rng.uniform(0.25, 0.75, 2) * e
-        if _distance_to([(x, y)], roads)[0] > 30:
-            scene.parking(x, y, 90, 60, 0.0, fill=0.5)
-            scene.building(
-                x - 15,
-                y,
-                rng.uniform(35, 60),
-                rng.uniform(25, 40),
-                0.0,
-                roof="flat",
-                palette=rng.choice(["white", "grey", "metal"]),
-                height=8,
-            )
+
+
+def _shopping_sites(scene: _Scene, rng) -> list[tuple[float, float, float, float]]:
+    """Big flat-roofed stores and schools on their car parks, across the streets they open on.
+
+    They are the suburb's large buildings (1,300-5,000 m^2) and its parking-lot look-alikes,
+    one or two per 300 m tile. Drawn before the houses, which keep off them. Returns each
+    site as (x, y, half length, half depth) in the layout frame, where streets run along x.
+    """
+    e, sites = scene.extent, []
+    for _ in range(rng.poisson(1.5 * (e / 300) ** 2)):
+        x, y = rng.uniform(0.2, 0.8, 2) * e
+        length, depth = rng.uniform(80, 130), rng.uniform(55, 75)
+        if any(abs(x - a) < length / 2 + u + 10 and abs(y - b) < depth / 2 + v + 10 for a, b, u, v in sites):
+            continue
+        sites.append((x, y, length / 2, depth / 2))
+        scene.parking(x, y, length, depth, 0.0, fill=rng.uniform(0.3, 0.7))
+        wl, wd = rng.uniform(0.45, 0.75) * length, rng.uniform(0.5, 0.7) * depth
+        back = rng.choice([-1, 1]) * (depth - wd) / 2  # the store at the back, cars in front
+        scene.building(
+            x + rng.uniform(-0.5, 0.5) * (length - wl),
+            y + back,
+            wl,
+            wd,
+            0.0,
+            roof="flat",
+            palette=rng.choice(["white", "grey", "metal"]),
+            height=rng.uniform(6, 10),
+        )
+    return sites
 
 
 def _farmland(scene: _Scene, rng):
@@ -953,7 +1219,7 @@ def _farmyard(scene, rng, cx, cy):
     angle = rng.uniform(0, math.pi)
     c, s = math.cos(angle), math.sin(angle)
     size = rng.uniform(50, 80)
-    yard = scene.surface(scene.jitter((0.52, 0.50, 0.45)), noise=0.06, blotch=0.06)
+    yard = scene.surface(scene.jitter((0.52, 0.50, 0.45)), noise=0.06, blotch=0.06, lookalike=YARD)
     scene.quad(cx, cy, size, size * 0.8, angle, yard)
     for _ in range(rng.integers(10, 16)):
         u, v = rng.uniform(-0.5, 0.5, 2) * size
@@ -982,7 +1248,13 @@ def _farmyard(scene, rng, cx, cy):
             clutter=False,
         )
     if rng.random() < 0.6:  # silos: round, tall
-        silo = scene.surface(scene.jitter((0.72, 0.73, 0.74)), height=14, building=True, noise=0.03)
+        silo = scene.surface(
+            scene.jitter((0.72, 0.73, 0.74)),
+            height=14,
+            building=True,
+            noise=0.03,
+            instance=scene.new_instance(),
+        )
         scene.disc(cx + 0.45 * size * c, cy + 0.45 * size * s, rng.uniform(3, 5), silo)
     outline = _rect(cx, cy, size * 1.1, size * 0.9, angle)
     for x, y in _resample(outline + outline[:1], 6):
@@ -1011,7 +1283,9 @@ def _alpine(scene: _Scene, rng):
         if not scene.free(x, y, 0.55 * ln) or _distance_to([(x, y)], [road])[0] < wd / 2 + 5:
             continue
         scene.occupy(x, y, 0.55 * ln)
-        yard = scene.surface(scene.jitter((0.56, 0.54, 0.50)), noise=0.05, blotch=0.1)
+        yard = scene.surface(
+            scene.jitter((0.56, 0.54, 0.50)), noise=0.05, blotch=0.1, lookalike=YARD
+        )
         scene.quad(x, y, ln + 6, wd + 6, angle, yard)
         scene.building(
             x,
@@ -1064,20 +1338,57 @@ def _oldtown(scene: _Scene, rng):
             street = rng.uniform(6, 11)
             quad = [tuple(p + (centre - p) * street / np.linalg.norm(centre - p)) for p in quad]
             if (i, j) == piazza:
-                scene.polygon(
-                    quad, scene.surface(scene.jitter((0.68, 0.64, 0.58)), noise=0.05, blotch=0.05)
+                square = scene.surface(
+                    scene.jitter((0.68, 0.64, 0.58)), noise=0.05, blotch=0.05, lookalike=COURTYARD
                 )
+                scene.polygon(quad, square)
                 scene.building(
                     *centre, 40, 18, scene.angle + 0.05, roof="gable", palette="grey", height=20
                 )
                 continue
-            _old_block(scene, rng, quad)
+            if rng.random() < 0.06:  # about one palace per 300 m tile
+                _old_palace(scene, rng, quad)
+            else:
+                _old_block(scene, rng, quad)
+
+
+def _old_palace(scene, rng, quad):
+    """One building round a whole block, with a paved courtyard: a large roof and its look-alike."""
+    p00, p10, p11, p01 = (np.array(p) for p in quad)
+    paving = scene.surface(
+        scene.jitter((0.66, 0.63, 0.58), 0.06), noise=0.05, blotch=0.06, lookalike=COURTYARD
+    )
+    scene.polygon(quad, paving)
+
+    def at(u, v):
+        return (1 - u) * (1 - v) * p00 + u * (1 - v) * p10 + u * v * p11 + (1 - u) * v * p01
+
+    lu, lv = np.linalg.norm(p10 - p00), np.linalg.norm(p01 - p00)
+    depth = rng.uniform(12, 16)
+    colour = scene.jitter(scene.pick(rng.choice(["grey", "terracotta"])), 0.05)
+    height, palace = rng.uniform(18, 25), None
+    # four wings along the street sides, (u along the street, v into the block), as in _old_block
+    for row, across in (
+        (lambda u, v: at(u, v), lv),
+        (lambda u, v: at(1 - u, 1 - v), lv),
+        (lambda u, v: at(v, 1 - u), lu),
+        (lambda u, v: at(1 - v, u), lu),
+    ):
+        d = depth / across
+        corners = [tuple(row(0, 0)), tuple(row(1, 0)), tuple(row(1, d)), tuple(row(0, d))]
+        palace = scene.roof(corners, "gable", colour, height, instance=palace)
 
 
 def _old_block(scene, rng, quad):
     p00, p10, p11, p01 = (np.array(p) for p in quad)
+    paving = scene.jitter((0.55, 0.52, 0.47), 0.1)
+    grass = rng.random() < 0.5  # a garden court is no look-alike; a paved one is
     court = scene.surface(
-        scene.jitter((0.55, 0.52, 0.47), 0.1), noise=0.06, blotch=0.1, ground=rng.random() < 0.5
+        paving,
+        noise=0.06,
+        blotch=0.1,
+        ground=grass,
+        lookalike=0 if grass else COURTYARD,
     )
     scene.polygon(quad, court)
 

@@ -4,7 +4,10 @@
     torchrun --nproc_per_node=4 -m plinknet train --data-dir ... ...       # DDP, 4 GPUs
 
 A run folder holds ``config.yaml`` (the resolved config), ``history.csv`` (one line per
-epoch), ``last.pt`` and ``best.pt``. Every checkpoint carries the config too.
+epoch), ``last.pt`` and ``best.pt``. Every checkpoint carries the config too. A run folder is
+never silently overwritten (``overwrite=True`` to start again) and a resumed run refuses a
+changed recipe. Checkpoints hold tensors and plain values only and load with
+``torch.load(..., weights_only=True)``: opening one cannot run code.
 """
 
 from __future__ import annotations
@@ -15,27 +18,39 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from plinknet.data import DataConfig, InriaDataset
+from plinknet import distributed
+from plinknet.config import ConfigError, check, coerce_fields, from_mapping, read_yaml_mapping
+from plinknet.data import (
+    DataConfig,
+    InriaDataError,
+    InriaDataset,
+    build_cache,
+    check_tiles,
+    prepare_batch,
+    worker_init,
+)
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
 from plinknet.model import ModelConfig, PLinkNet
+from plinknet.provenance import provenance
 
 SYNC_EVERY = 10  # training steps between looks at the loss (progress bar, NaN check): fewer GPU syncs
 HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", *METRIC_NAMES, "seconds", "images_per_s",
 )  # fmt: skip
+RUN_FILES = ("config.yaml", "history.csv", "last.pt", "best.pt")  # what makes a folder a run
+SAFE_ON_RESUME = ("epochs", "workers", "progress", "device", "out_dir", "cache_dir")  # results unchanged
 
 
 @dataclass
@@ -49,11 +64,13 @@ class TrainConfig:
     encoder_weights: str | None = "imagenet"  # the paper starts from ImageNet; None or a local .pth offline
     pyramid_bins: tuple[int, ...] = (1, 2, 3, 6)  # the paper's four levels; () trains LinkNet34
     # data
-    crop_size: int = 512  # the paper's training crops
+    crop_size: int = 512  # the paper's training crops; a multiple of 32
     samples_per_tile: int | None = None  # crops per tile per epoch; None: the grid count (100 for 5000/512)
     val_samples_per_tile: int | None = None  # None: every grid crop of every validation tile
-    cache: bool = False  # keep decoded tiles in RAM (about 75 MB per Inria tile)
-    workers: int = 4  # DataLoader processes
+    select_tiles: tuple[int, ...] = ()  # tiles held out to pick best.pt on; () picks it on the val tiles 1-5
+    cache_dir: str | None = None  # decode tiles once to memory-mapped uint8 .npy here (shared by workers)
+    workers: int | None = None  # DataLoader processes; None: CPU cores per process - 1, at most 8
+    check_data: bool = True  # read every tile fully once before training (remembered per file)
     # optimisation
     epochs: int = 30  # "about 30 epochs for our network to converge"
     batch_size: int = 16  # per process; the paper's, limited by GPU memory
@@ -74,10 +91,43 @@ class TrainConfig:
     progress: bool = True  # tqdm bars
 
     def __post_init__(self):
-        self.pyramid_bins = tuple(int(b) for b in self.pyramid_bins or ())
-        self.lr_milestones = tuple(int(m) for m in self.lr_milestones or ())
         if self.encoder_weights in ("", "none", "None"):
             self.encoder_weights = None
+        coerce_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every value's range; raises :class:`ConfigError` naming the first bad option."""
+        check(bool(self.data_dir), "data_dir", "a folder", self.data_dir)
+        check(bool(self.out_dir), "out_dir", "a folder", self.out_dir)
+        check(all(b >= 1 for b in self.pyramid_bins), "pyramid_bins", "bin sizes of at least 1 (none for LinkNet34)",
+              list(self.pyramid_bins))  # fmt: skip
+        bins, crop = list(self.pyramid_bins), self.crop_size
+        check(len(set(bins)) == len(bins), "pyramid_bins", "distinct", bins)
+        check(crop >= 32 and crop % 32 == 0, "crop_size", "a positive multiple of 32", crop)
+        for name in ("samples_per_tile", "val_samples_per_tile"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, "at least 1 (or none)", value)
+        check(all(n >= 6 for n in self.select_tiles), "select_tiles", "tile numbers of 6 and up (1-5 are validation)",
+              list(self.select_tiles))  # fmt: skip
+        check(self.workers is None or self.workers >= 0, "workers", "0 or more (or none: automatic)", self.workers)
+        check(self.epochs >= 1, "epochs", "at least 1", self.epochs)
+        check(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        check(self.lr > 0, "lr", "positive", self.lr)
+        check(0 <= self.momentum < 1, "momentum", "in [0, 1)", self.momentum)
+        check(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
+        check(all(m >= 1 for m in self.lr_milestones) and list(self.lr_milestones) == sorted(set(self.lr_milestones)),
+              "lr_milestones", "increasing epoch numbers of at least 1", list(self.lr_milestones))  # fmt: skip
+        check(0 < self.lr_gamma <= 1, "lr_gamma", "in (0, 1]", self.lr_gamma)
+        check(self.bce_weight >= 0 and self.dice_weight >= 0 and self.bce_weight + self.dice_weight > 0,
+              "bce_weight", "0 or more, as dice_weight, not both 0", (self.bce_weight, self.dice_weight))  # fmt: skip
+        check(0 < self.threshold < 1, "threshold", "strictly between 0 and 1", self.threshold)
+        check(self.seed >= 0, "seed", "0 or more", self.seed)
+        try:
+            if self.device != "auto":
+                torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(f"device (--device) must be auto, cpu, cuda or cuda:N, got {self.device!r}") from None
 
     @property
     def model_config(self) -> ModelConfig:
@@ -85,7 +135,8 @@ class TrainConfig:
 
     @property
     def data_config(self) -> DataConfig:
-        return DataConfig(self.data_dir, self.crop_size, self.samples_per_tile, cache=self.cache, seed=self.seed)
+        return DataConfig(self.data_dir, self.crop_size, self.samples_per_tile, select_tiles=self.select_tiles,
+                          cache_dir=self.cache_dir, seed=self.seed)  # fmt: skip
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,25 +145,33 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict (YAML, notebook parameters); unknown keys are an error naming them."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
+        return from_mapping(cls, values)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         """Read a YAML file of fields; ``overrides`` (e.g. from the command line) win."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml_mapping(path)
         values.update(overrides)
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_run(cls, out_dir: str | Path, **overrides) -> TrainConfig:
+        """The config saved in a run folder's ``last.pt``, with ``overrides`` applied (for ``--resume``)."""
+        path = Path(out_dir) / "last.pt"
+        if not path.is_file():
+            raise RunFolderError(f"cannot resume: {path} does not exist (train without --resume to start)")
+        values = dict(load_state(path)["config"])
+        values.update(overrides)
+        values["out_dir"] = str(out_dir)
         return cls.from_dict(values)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked (a run is there, or resume is impossible)."""
 
 
 # --------------------------------------------------------------------------- device logic
@@ -144,12 +203,15 @@ def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: b
     return model.to(device)
 
 
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    non_blocking = device.type == "cuda"
-    fmt = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
-    image = batch["image"].to(device, non_blocking=non_blocking, memory_format=fmt)  # (B, 3, c, c)
-    mask = batch["mask"].to(device, non_blocking=non_blocking)  # (B, 1, c, c)
-    return image, mask
+def default_workers() -> int:
+    """DataLoader workers per process: the CPU cores this process may use, less one, at most 8.
+
+    Workers only read and flip uint8 crops (the rest happens on the device), so a few per
+    GPU suffice; one core is left for the training process itself.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _, local_size = distributed.local_rank_and_size()
+    return max(0, min(8, cores // max(1, local_size) - 1))
 
 
 # --------------------------------------------------------------------------- data plumbing
@@ -189,7 +251,8 @@ class _EpochSampler(Sampler):
         return len(self.inner)
 
 
-def _loader(dataset, batch_size, sampler, workers, device, drop_last) -> DataLoader:
+def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> DataLoader:
+    """A DataLoader of uint8 crops: pinned memory and persistent workers on CUDA, bounded GDAL caches."""
     cuda = device.type == "cuda"
     return DataLoader(
         dataset,
@@ -199,29 +262,45 @@ def _loader(dataset, batch_size, sampler, workers, device, drop_last) -> DataLoa
         pin_memory=cuda,
         persistent_workers=cuda and workers > 0,
         drop_last=drop_last,
+        worker_init_fn=worker_init if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
     )
 
 
-# --------------------------------------------------------------------------- distributed
+def _every_nth_tile_window(dataset: InriaDataset, per_tile: int) -> torch.utils.data.Subset:
+    """At most ``per_tile`` evenly spread grid crops of each validation tile (a quicker validation)."""
+    by_tile: dict[int, list[int]] = {}
+    for i, (tile_index, _) in enumerate(dataset.windows):
+        by_tile.setdefault(tile_index, []).append(i)
+    keep = []
+    for indices in by_tile.values():
+        step = max(1, len(indices) // per_tile)
+        keep += indices[::step][:per_tile]
+    return torch.utils.data.Subset(dataset, keep)
 
 
-def _init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+def _worker_error(error: Exception) -> Exception:
+    """A DataLoader worker's error as the user should read it: the original message, file name first.
+
+    DataLoader re-raises a worker's exception as "Caught X in DataLoader worker process N."
+    followed by the worker's traceback; the last line holds the original message.
+    """
+    text = str(error)
+    if "in DataLoader worker process" not in text:
+        return error
+    last = text.strip().splitlines()[-1]
+    return InriaDataError(last.split(": ", 1)[1] if ": " in last else last)
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        backend_device = t.device if dist.get_backend() != "gloo" else torch.device("cpu")
-        moved = t.to(backend_device)
-        dist.all_reduce(moved)
-        return moved.to(t.device)
-    return t
+def check_data(config: TrainConfig, rank: int, world_size: int) -> None:
+    """Read every tile fully (shared among ranks; sound tiles remembered) and refuse bad data at once."""
+    problems = check_tiles(config.data_dir, progress=config.progress and rank == 0, shard=(rank, world_size))
+    gathered = [p for shard in distributed.all_gather_objects(problems) for p in shard]
+    problems = list(dict.fromkeys(gathered))  # naming problems are found by every rank
+    if problems:
+        listing = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise InriaDataError(f"{len(problems)} problem(s) in {config.data_dir} (run `plinknet check-data "
+                             f"{config.data_dir}` for the list): {listing}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -234,14 +313,42 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_state(path: str | Path) -> dict:
+    """Load a plinknet checkpoint safely (``weights_only=True``: tensors and plain values only).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable checkpoint, or one holding objects that could run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise ValueError(f"{path} holds Python objects beyond tensors and plain values; refusing to load "
+                             f"it, as unpickling them could run code (plinknet checkpoints never do)") from None
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
+        raise ValueError(f"{path} is not a plinknet checkpoint (it has no 'model_config'); "
+                         f"train one with `plinknet train`")  # fmt: skip
+    return state
+
+
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Generators' states as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position,
+            has_gauss, gauss], "python": random.getstate()}  # fmt: skip
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def seed_everything(seed: int) -> None:
@@ -267,24 +374,63 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _finite_weights(model: torch.nn.Module) -> torch.Tensor:
+    """A 0-dim bool tensor, on the model's device: every floating parameter and buffer is finite."""
+    values = [v for v in model.state_dict().values() if v.is_floating_point()]
+    return torch.stack([v.isfinite().all() for v in values]).all()
+
+
+def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
+    """Check the run folder before any work; returns the state to resume from (or None).
+
+    Raises:
+        RunFolderError: resume without ``last.pt``, a changed recipe on resume, nothing left
+            to train, or a run already in the folder without ``overwrite``.
+    """
+    out = Path(config.out_dir)
+    if resume and overwrite:
+        raise RunFolderError("choose --resume or --overwrite, not both")
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise RunFolderError(f"cannot resume: {out / 'last.pt'} does not exist (train without --resume to start)")
+        state = load_state(out / "last.pt")
+        saved, given = state["config"], config.to_dict()
+        changed = [f"{k}: saved {saved.get(k)!r}, given {given[k]!r}" for k in given
+                   if k not in SAFE_ON_RESUME and saved.get(k) != given[k]]  # fmt: skip
+        if changed:
+            raise RunFolderError(f"cannot resume {out} with a different recipe ({'; '.join(changed)}); only "
+                                 f"{', '.join(SAFE_ON_RESUME)} may change on resume. Use another --out-dir "
+                                 f"for a new recipe")  # fmt: skip
+        done = state["epoch"] + 1
+        if config.epochs <= done:
+            raise RunFolderError(f"{out} has already trained {done} of {config.epochs} epoch(s); "
+                                 f"pass a larger --epochs to continue it")  # fmt: skip
+        return state
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(present)}); use --resume to continue it, "
+                             f"--overwrite to replace it, or another --out-dir")  # fmt: skip
+    return None
+
+
 # --------------------------------------------------------------------------- the loop
 
 
 @torch.no_grad()
 def validate(model, loader, loss_fn, device, config: TrainConfig) -> dict:
-    """Loss and metrics on the validation crops; counts are summed over processes."""
+    """Loss and metrics on the validation crops, padding excluded; counts are summed over processes."""
     model.eval()
     confusion = BinaryConfusion(config.threshold)
-    loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of batch losses * batch size, images
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # sum of batch losses * batch size, images
     for batch in loader:
-        image, mask = to_device(batch, device, config.channels_last)
+        image, target, valid = prepare_batch(batch, device, config.crop_size, config.channels_last)
         with autocast(device, config.amp):
             logits = model(image)
-        loss_sum += torch.tensor([loss_fn(logits, mask).item() * len(image), len(image)], dtype=torch.float64)
-        confusion.update(logits, mask)
-    counts = _all_reduce(confusion.counts.clone())
-    loss_sum = _all_reduce(loss_sum)
-    confusion.counts = counts
+        loss_sum += torch.stack([loss_fn(logits, target, valid).double() * len(image),
+                                 torch.tensor(len(image), dtype=torch.float64, device=device)])  # fmt: skip
+        confusion.update(logits, target, valid=valid)
+    confusion.counts = distributed.all_reduce(confusion.counts)
+    loss_sum = distributed.all_reduce(loss_sum)
     return {"val_loss": (loss_sum[0] / loss_sum[1].clamp_min(1)).item(), **confusion.compute()}
 
 
@@ -292,35 +438,64 @@ def train(
     config: TrainConfig,
     resume: bool = False,
     on_epoch_end: Callable[[dict], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train P-LinkNet (or LinkNet34 with ``pyramid_bins=()``) and return the run folder.
 
+    Before any training: the run folder is checked (see ``resume`` and ``overwrite``), then
+    every tile is read once in full (``check_data``; remembered per file, so reruns start at
+    once) and, with ``cache_dir``, decoded into the shared cache.
+
+    Best checkpoint: ``best.pt`` is the epoch of highest IoU on the ``select_tiles`` when
+    given (never reported: the validation tiles 1-5 then play no part in training), else on
+    the validation tiles.
+
     Args:
         config: the recipe; saved to ``<out_dir>/config.yaml`` and into each checkpoint.
-        resume: continue from ``<out_dir>/last.pt`` (weights, optimizer, scheduler, RNG, epoch).
+        resume: continue from ``<out_dir>/last.pt`` (weights, optimizer, scheduler, RNG,
+            epoch); refused when a field outside ``SAFE_ON_RESUME`` differs from the saved run.
         on_epoch_end: called on rank 0 with each epoch's history row (e.g. to plot live).
+        overwrite: start afresh in a folder that holds a run (its run files are deleted).
 
     Raises:
-        TrainingDiverged: the loss became NaN/inf; ``last.pt`` still holds the last good epoch.
+        RunFolderError: see :func:`_open_run`; nothing is written then.
+        InriaDataError: bad tiles, all listed, before training.
+        TrainingDiverged: the loss or weights became NaN/inf (on any rank: all stop together);
+            ``last.pt`` still holds the last good epoch.
     """
     device = resolve_device(config.device)
-    rank, world_size = _init_distributed(device)
+    rank, world_size = distributed.init(device)
     is_main = rank == 0
     out = Path(config.out_dir)
+    state = _open_run(config, resume, overwrite)
+    if config.check_data:
+        check_data(config, rank, world_size)
+    distributed.barrier()  # every rank has looked at the folder before rank 0 changes it
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in (*RUN_FILES, "metrics.json"):
+                (out / name).unlink(missing_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     seed_everything(config.seed)
+    workers = default_workers() if config.workers is None else config.workers
+    record = provenance(device) if is_main else {}  # commit, versions, device: into every checkpoint
 
+    val_split = "select" if config.select_tiles else "val"
     train_set = InriaDataset.from_config(config.data_config, "train")
-    val_set = InriaDataset.from_config(config.data_config, "val")  # the grid of every tile, no augmentation
+    val_set = InriaDataset.from_config(config.data_config, val_split)  # the grid of every tile, no augmentation
+    if config.cache_dir is not None:  # each local rank decodes its share, then all use all
+        local_rank, local_size = distributed.local_rank_and_size()
+        tiles = train_set.tiles + val_set.tiles
+        build_cache(tiles[local_rank::local_size], config.cache_dir, progress=config.progress and is_main)
+        distributed.barrier()
     if config.val_samples_per_tile:
         val_set = _every_nth_tile_window(val_set, config.val_samples_per_tile)
     sampler = _EpochSampler(len(train_set), world_size, rank, config.seed)
-    train_loader = _loader(_EpochIndexed(train_set), config.batch_size, sampler, config.workers, device,
-                           drop_last=len(sampler) >= config.batch_size)  # fmt: skip
+    train_loader = make_loader(_EpochIndexed(train_set), config.batch_size, sampler, workers, device,
+                               drop_last=len(sampler) >= config.batch_size)  # fmt: skip
     val_indices = list(range(rank, len(val_set), world_size))  # a shard per process, no padding
-    val_loader = _loader(val_set, config.batch_size, val_indices, config.workers, device, drop_last=False)
+    val_loader = make_loader(val_set, config.batch_size, val_indices, workers, device)
 
     model = prepare_model(PLinkNet.from_config(config.model_config), device, config.channels_last)
     if world_size > 1:
@@ -333,115 +508,103 @@ def train(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
 
     start_epoch, history, best_iou = 0, [], -math.inf
-    if resume and (out / "last.pt").is_file():
-        state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start_epoch, history, best_iou = state["epoch"] + 1, state["history"], state["best_iou"]
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        loss_total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per step
-        seen, started = 0, time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not (config.progress and is_main), leave=False)  # fmt: skip
-        for step, batch in enumerate(bar, 1):
-            image, mask = to_device(batch, device, config.channels_last)
-            with autocast(device, config.amp):
-                logits = step_model(image)  # (B, 1, c, c)
-            loss = loss_fn(logits, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_total += loss.detach().double() * len(image)
-            seen += len(image)
-            if step % SYNC_EVERY == 0 or step == len(train_loader):  # the host looks at the loss
-                mean_loss = loss_total.item() / seen
-                if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(
-                        f"loss became {mean_loss} in epoch {epoch + 1} (by step {step}); stopped. "
-                        f"{out / 'last.pt'} keeps the last good epoch. Lower the learning rate (lr={config.lr}) "
-                        f"or check the data."
-                    )
-                bar.set_postfix(loss=f"{mean_loss:.4f}",
-                                img_s=f"{seen * world_size / (time.perf_counter() - started):.1f}")  # fmt: skip
-        train_seconds = time.perf_counter() - started
-        scheduler.step()
-        loss_sum = _all_reduce(torch.tensor([loss_total.item(), seen], dtype=torch.float64))
-        metrics = validate(model, val_loader, loss_fn, device, config)
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": (loss_sum[0] / loss_sum[1].clamp_min(1)).item(),
-            **{k: metrics[k] for k in ("val_loss", *METRIC_NAMES)},
-            "seconds": time.perf_counter() - started,
-            "images_per_s": loss_sum[1].item() / max(train_seconds, 1e-9),
-        }
-        history.append(row)
-        if is_main:
-            improved = row["iou"] > best_iou
-            best_iou = max(best_iou, row["iou"])
-            checkpoint = {
-                "model": core.state_dict(),
-                "model_config": config.model_config.to_dict(),
-                "config": config.to_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "epoch": epoch,
-                "history": history,
-                "best_iou": best_iou,
+    def diverged(what: str, epoch: int) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"{what} in epoch {epoch + 1}; stopped on every rank. {out / 'last.pt'} keeps the last good "
+            f"epoch. Lower the learning rate (lr={config.lr}) or check the data."
+        )
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            loss_total = torch.zeros((), dtype=torch.float64, device=device)  # on the device: no sync per step
+            seen, started = 0, time.perf_counter()
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       disable=not (config.progress and is_main), leave=False)  # fmt: skip
+            for step, batch in enumerate(bar, 1):
+                image, target, valid = prepare_batch(batch, device, config.crop_size, config.channels_last)
+                with autocast(device, config.amp):
+                    logits = step_model(image)  # (B, 1, c, c)
+                loss = loss_fn(logits, target, valid)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_total += loss.detach().double() * len(image)
+                seen += len(image)
+                if step % SYNC_EVERY == 0 or step == len(train_loader):  # every rank looks at the same steps
+                    if distributed.any_rank(~torch.isfinite(loss_total)):
+                        raise diverged(f"the loss became NaN or infinite (by step {step})", epoch)
+                    bar.set_postfix(loss=f"{loss_total.item() / seen:.4f}",
+                                    img_s=f"{seen * world_size / (time.perf_counter() - started):.1f}")  # fmt: skip
+            train_seconds = time.perf_counter() - started
+            scheduler.step()
+            if distributed.any_rank(~_finite_weights(core)):
+                raise diverged("the weights became NaN or infinite", epoch)
+            loss_sum = distributed.all_reduce(torch.tensor([loss_total.item(), seen], dtype=torch.float64))
+            metrics = validate(model, val_loader, loss_fn, device, config)
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": (loss_sum[0] / loss_sum[1].clamp_min(1)).item(),
+                **{k: metrics[k] for k in ("val_loss", *METRIC_NAMES)},
+                "seconds": time.perf_counter() - started,
+                "images_per_s": loss_sum[1].item() / max(train_seconds, 1e-9),
             }
-            save_atomic(checkpoint, out / "last.pt")
-            if improved:  # weights and configs only: half the size, all that prediction needs
-                best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng")}
-                save_atomic(best, out / "best.pt")
-            _write_history(out / "history.csv", history)
-            tqdm.write(
-                f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
-                f"IoU {row['iou']:.4f}  mIoU {row['miou']:.4f}  {row['images_per_s']:.1f} img/s"
-            )
-            if on_epoch_end is not None:
-                on_epoch_end(row)
-    if dist.is_initialized():
-        dist.barrier()
+            history.append(row)
+            if is_main:
+                improved = row["iou"] > best_iou
+                best_iou = max(best_iou, row["iou"])
+                checkpoint = {
+                    "model": core.state_dict(),
+                    "model_config": config.model_config.to_dict(),
+                    "config": config.to_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best_iou": best_iou,
+                    "best_on": val_split,
+                    "provenance": record,
+                }
+                save_atomic(checkpoint, out / "last.pt")
+                if improved:  # weights and configs only: half the size, all that prediction needs
+                    best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng")}
+                    save_atomic(best, out / "best.pt")
+                _write_history(out / "history.csv", history)
+                tqdm.write(
+                    f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+                    f"IoU {row['iou']:.4f}  mIoU {row['miou']:.4f}  {row['images_per_s']:.1f} img/s"
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(row)
+    except Exception as error:
+        raise _worker_error(error) from None
+    distributed.barrier()
     return out
-
-
-def _every_nth_tile_window(dataset: InriaDataset, per_tile: int) -> torch.utils.data.Subset:
-    """At most ``per_tile`` evenly spread grid crops of each validation tile (a quicker validation)."""
-    by_tile: dict[int, list[int]] = {}
-    for i, (tile_index, _) in enumerate(dataset.windows):
-        by_tile.setdefault(tile_index, []).append(i)
-    keep = []
-    for indices in by_tile.values():
-        step = max(1, len(indices) // per_tile)
-        keep += indices[::step][:per_tile]
-    return torch.utils.data.Subset(dataset, keep)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[PLinkNet, dict]:
     """Rebuild the network stored in a plinknet checkpoint; returns (model in eval mode, checkpoint).
 
+    The file is read with ``weights_only=True`` (see :func:`load_state`).
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a plinknet checkpoint, or its weights do not fit its architecture.
+        ValueError: the file is not a plinknet checkpoint, holds more than tensors and plain
+            values, or its weights do not fit its architecture.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__})") from err
-    if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
-        raise ValueError(
-            f"{path} is not a plinknet checkpoint (it has no 'model_config'); train one with `plinknet train`"
-        )
+    state = load_state(path)
     # the encoder weights are in the state dict: do not download them again
     model = PLinkNet.from_config(state["model_config"], encoder_weights=None)
     try:

@@ -1,11 +1,18 @@
 """End to end through the real `plinknet` command: synth -> train -> evaluate -> predict."""
 
+import argparse
+import dataclasses
+import inspect
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import rasterio
+
+from plinknet.cli import _add_dataclass_options, main
 
 
 def plinknet(*args, check=True):
@@ -54,3 +61,53 @@ def test_help_lists_training_options():
     out = plinknet("train", "--help").stdout
     for option in ("--lr", "--batch-size", "--pyramid-bins", "--encoder-weights", "--resume", "--config"):
         assert option in out
+
+
+def _option_help(help_text: str) -> dict[str, str]:
+    """``--flag`` -> its help, whitespace collapsed, from argparse's formatted help."""
+    blocks = re.split(r"\n  (?=-)", help_text.split("\noptions:", 1)[1])
+    return {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks if block.startswith("-")}
+
+
+def test_help_says_what_each_training_option_does(capsys, monkeypatch):
+    from plinknet.train import TrainConfig
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    options = _option_help(capsys.readouterr().out)
+    # the comment after each one-line field, read here with a plain regex over the source
+    comments = dict(re.findall(r"^\s+(\w+): [^\n]*? = [^\n]*?  # ([^\n]+)$", inspect.getsource(TrainConfig), re.M))
+    assert len(comments) >= len(dataclasses.fields(TrainConfig)) // 2
+    for field in dataclasses.fields(TrainConfig):
+        help_text = options["--" + field.name.replace("_", "-")]
+        assert f"default: {field.default!r}" in help_text
+        if field.name in comments:
+            assert " ".join(comments[field.name].split()) in help_text
+
+
+@dataclasses.dataclass
+class _Example:
+    """Fields written in every way the help reader must handle."""
+
+    rate: float = 0.5  # 50% of the time
+    sizes: tuple[int, ...] = (  # one size
+        64,
+        128,
+    )  # per level
+    plain: int = 3
+    names: list = dataclasses.field(default_factory=list)  # noqa: RUF009
+    flag: bool = False  # turn it on
+
+
+def test_dataclass_option_help_from_comments_help():
+    parser = argparse.ArgumentParser()
+    _add_dataclass_options(parser, _Example)
+    helps = {action.dest: action.help % {} for action in parser._actions}
+    assert helps["rate"] == "50% of the time (default: 0.5)"
+    assert helps["sizes"] == "one size per level (default: (64, 128); space separated)"
+    assert helps["plain"] == "default: 3"
+    assert helps["names"] == "default: []"
+    assert helps["flag"] == "turn it on (default: False)"
+    assert vars(parser.parse_args([])) == {}  # options not given stay out of the namespace
+    assert vars(parser.parse_args(["--rate", "0.1", "--no-flag"])) == {"rate": 0.1, "flag": False}

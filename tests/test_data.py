@@ -11,16 +11,20 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+import torch.nn.functional as F
 
 from plinknet import data
 from plinknet.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MASK_PADDING,
     InriaDataError,
     InriaDataset,
     find_tiles,
     grid_windows,
     normalize,
+    normalize_batch,
+    prepare_batch,
     read_image,
     read_mask,
 )
@@ -50,11 +54,9 @@ def copy(root, tmp_path) -> Path:
     return Path(shutil.copytree(root / "AerialImageDataset", tmp_path / "AerialImageDataset"))
 
 
-def pixels(image: torch.Tensor) -> np.ndarray:
-    """Undo ImageNet normalisation: (3, H, W) float -> (H, W, 3) uint8."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((image * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+def hwc(sample: dict) -> np.ndarray:
+    """A sample's uint8 image as (H, W, 3)."""
+    return sample["image"].permute(1, 2, 0).numpy()
 
 
 def source(dataset: InriaDataset, sample: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +65,10 @@ def source(dataset: InriaDataset, sample: dict) -> tuple[np.ndarray, np.ndarray]
     row, col, height, width = sample["window"].tolist()
     window = (slice(row, row + height), slice(col, col + width))
     return read_image(tile.image_path)[window], read_mask(tile.mask_path)[window]
+
+
+def collate(dataset: InriaDataset, indices) -> dict:
+    return torch.utils.data.default_collate([dataset[i] for i in indices])
 
 
 # ---------------------------------------------------------------------------- layout and split
@@ -123,7 +129,7 @@ def test_val_grid_covers_every_pixel(root):
         assert (height, width) == (32, 32)
         covered[sample["tile"]][row : row + height, col : col + width] += 1
         image, mask = source(dataset, sample)
-        np.testing.assert_array_equal(pixels(sample["image"]), image)
+        np.testing.assert_array_equal(hwc(sample), image)
         np.testing.assert_array_equal(sample["mask"][0].numpy(), mask)
     assert all((count >= 1).all() for count in covered.values())
 
@@ -135,16 +141,19 @@ def test_train_samples(root):
     dataset = InriaDataset(root, "train", crop_size=32)
     assert len(dataset) == 2 * 6  # samples_per_tile defaults to the grid count
     assert len(InriaDataset(root, "train", crop_size=32, samples_per_tile=5)) == 10
+    assert dataset.read_size == 36  # ceil(32 * 1.1): room for the largest scale
     for index in range(len(dataset)):
         sample = dataset[index]
-        assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
-        assert sample["mask"].shape == (1, 32, 32) and sample["mask"].dtype == torch.float32
-        assert set(sample["mask"].unique().tolist()) <= {0.0, 1.0}
+        assert sample["image"].shape == (3, 36, 36) and sample["image"].dtype == torch.uint8
+        assert sample["mask"].shape == (1, 36, 36) and sample["mask"].dtype == torch.uint8
+        assert set(sample["mask"].unique().tolist()) <= {0, 1, MASK_PADDING}
         assert sample["tile"] == ("austin6" if index < 6 else "tyrol-w6")
         assert sample["city"] == sample["tile"][:-1]
         row, col, height, width = sample["window"].tolist()
         assert 0 <= row <= 64 - height and 0 <= col <= 80 - width
-        assert 29 <= height == width <= 35  # round(32 * s), s in [0.9, 1.1]
+        assert 29 <= height == width == sample["side"].item() <= 35  # round(32 * s), s in [0.9, 1.1]
+        side = height
+        assert (sample["mask"][0, side:] == MASK_PADDING).all() and (sample["mask"][0, :, side:] == MASK_PADDING).all()
 
 
 def test_unaugmented_train_read_gives_back_pixels(root):
@@ -153,29 +162,69 @@ def test_unaugmented_train_read_gives_back_pixels(root):
         sample = dataset[index]
         assert sample["window"][2:].tolist() == [32, 32]
         image, mask = source(dataset, sample)
-        np.testing.assert_array_equal(pixels(sample["image"]), image)
+        np.testing.assert_array_equal(hwc(sample), image)
         np.testing.assert_array_equal(sample["mask"][0].numpy(), mask)
 
 
 def test_flips_and_rotations_move_mask_with_image(root):
     # fixture roofs are 140-239, ground 40-139: the mask must mark exactly the bright pixels
     dataset = InriaDataset(root, "train", crop_size=32, scale_range=(1.0, 1.0), samples_per_tile=20)
+    assert dataset.read_size == 32
     flipped = 0
     for index in range(len(dataset)):
         sample = dataset[index]
-        bright = pixels(sample["image"]).min(axis=2) >= 140
+        bright = hwc(sample).min(axis=2) >= 140
         np.testing.assert_array_equal(bright, sample["mask"][0].numpy() == 1)
         image, _ = source(dataset, sample)
-        flipped += not np.array_equal(pixels(sample["image"]), image)
+        flipped += not np.array_equal(hwc(sample), image)
     assert flipped > 10  # 3 in 4 crops are flipped or rotated
 
 
-def test_scale_augmentation_resizes(root):
-    dataset = InriaDataset(root, "train", crop_size=32, scale_range=(0.5, 0.5))
-    sample = dataset[0]
-    assert sample["window"][2:].tolist() == [16, 16]
-    assert sample["image"].shape == (3, 32, 32)
-    assert set(sample["mask"].unique().tolist()) <= {0.0, 1.0}
+def _reference(dataset: InriaDataset, index: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``index`` made the plain way: read, flip and turn, then resize with F.interpolate."""
+    d = dataset.draw(index)
+    sample = dataset[index]
+    image, mask = source(dataset, sample)
+    image = torch.from_numpy(image).permute(2, 0, 1).float()[None]  # (1, 3, h, w)
+    mask = torch.from_numpy(mask)[None, None].float()  # (1, 1, h, w)
+    for flip, dim in ((d["flip_h"], -1), (d["flip_v"], -2)):
+        if flip:
+            image, mask = image.flip(dim), mask.flip(dim)
+    image, mask = image.rot90(d["quarter_turns"], (-2, -1)), mask.rot90(d["quarter_turns"], (-2, -1))
+    image = F.interpolate(image, (crop, crop), mode="bilinear", align_corners=False)
+    mask = F.interpolate(mask, (crop, crop), mode="nearest-exact")
+    return normalize_batch(image), mask
+
+
+def test_scale_augmentation_keeps_masks_aligned_with_images(root):
+    # every crop equals the plain pipeline's: a mask one pixel (or half a pixel) off fails
+    crop = 32
+    dataset = InriaDataset(root, "train", crop_size=crop, scale_range=(0.6, 1.4), samples_per_tile=24)
+    sides = {dataset.draw(i)["side"] for i in range(len(dataset))}
+    assert min(sides) < crop < max(sides)  # both shrinking and enlarging are exercised
+    image, target, valid = prepare_batch(collate(dataset, range(len(dataset))), torch.device("cpu"), crop)
+    assert image.shape == (48, 3, crop, crop) and target.shape == valid.shape == (48, 1, crop, crop)
+    assert valid.all()  # the fixture tiles are larger than any crop
+    drifted = 0
+    for i in range(len(dataset)):
+        expected_image, expected_mask = _reference(dataset, i, crop)
+        torch.testing.assert_close(image[i : i + 1], expected_image, atol=2e-3, rtol=0)
+        assert torch.equal(target[i : i + 1], expected_mask), f"crop {i}: mask not aligned with its image"
+        plain_nearest = F.interpolate(torch.from_numpy(source(dataset, dataset[i])[1])[None, None].float(),
+                                      (crop, crop), mode="nearest")  # fmt: skip
+        d = dataset.draw(i)
+        drifted += d["side"] != crop and not d["flip_h"] and not d["flip_v"] and d["quarter_turns"] == 0 and not \
+            torch.equal(plain_nearest, expected_mask)  # fmt: skip
+    assert drifted > 0  # the old "nearest" resize would have failed this test
+
+
+def test_prepare_batch_normalises_like_normalize(root):
+    dataset = InriaDataset(root, "val", crop_size=32)
+    batch = collate(dataset, [0, 1])
+    image, target, valid = prepare_batch(batch, torch.device("cpu"), 32)
+    assert image.dtype == torch.float32 and target.dtype == torch.float32 and valid.dtype == torch.bool
+    torch.testing.assert_close(image[0], normalize(hwc(dataset[0])))
+    assert torch.equal(target[0, 0], dataset[0]["mask"][0].float())
 
 
 def test_crops_depend_only_on_seed_epoch_index(root):
@@ -195,19 +244,23 @@ def test_crops_depend_only_on_seed_epoch_index(root):
     assert any(not torch.equal(other_seed[i]["window"], before[i]) for i in range(len(first)))
 
 
-def test_small_tiles_are_padded(root):
+def test_small_tiles_are_padded_and_the_padding_is_not_valid(root):
     for split in ("train", "val"):
         dataset = InriaDataset(root, split, crop_size=128, augment=False)
         assert len(dataset) == 2
         sample = dataset[0]
         assert sample["window"].tolist() == [0, 0, 64, 80]
-        image = pixels(sample["image"])
+        image = hwc(sample)
         assert image.shape == (128, 128, 3)
         np.testing.assert_array_equal(image[:64, :80], read_image(dataset.tiles[0].image_path))
         assert (image[64:] == 0).all() and (image[:, 80:] == 0).all()
-        assert (sample["mask"][0, 64:] == 0).all() and (sample["mask"][0, :, 80:] == 0).all()
+        assert (sample["mask"][0, 64:] == MASK_PADDING).all() and (sample["mask"][0, :, 80:] == MASK_PADDING).all()
+        _, target, valid = prepare_batch(collate(dataset, [0]), torch.device("cpu"), 128)
+        assert valid[0, 0, :64, :80].all() and not valid[0, 0, 64:].any() and not valid[0, 0, :, 80:].any()
+        assert not target[0, 0, 64:].any()
     augmented = InriaDataset(root, "train", crop_size=128)
-    assert all(augmented[i]["image"].shape == (3, 128, 128) for i in range(len(augmented)))
+    image, target, valid = prepare_batch(collate(augmented, range(len(augmented))), torch.device("cpu"), 128)
+    assert image.shape == (len(augmented), 3, 128, 128) and 0 < valid.float().mean() < 1
 
 
 def test_geotiffs_without_crs(root):
@@ -223,14 +276,40 @@ def test_geotiffs_without_crs(root):
         assert dataset[len(dataset) - 1]["tile"] == "tyrol-w1"
 
 
-def test_cache_gives_identical_samples(root):
+def test_cache_gives_identical_samples_from_shared_memory_maps(root, tmp_path):
+    cache = tmp_path / "cache"
     for split in ("train", "val"):
         on_disk = InriaDataset(root, split, crop_size=32)
-        in_memory = InriaDataset(root, split, crop_size=32, cache=True)
+        cached = InriaDataset(root, split, crop_size=32, cache_dir=cache)
         for index in range(len(on_disk)):
-            a, b = on_disk[index], in_memory[index]
-            assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "window"))
-        assert len(in_memory._arrays) == 2
+            a, b = on_disk[index], cached[index]
+            assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "window", "side"))
+        assert len(cached._arrays) == 2
+        assert all(isinstance(image, np.memmap) for image, _ in cached._arrays.values())
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 8 and all(name.endswith((".image.npy", ".mask.npy")) for name in files)
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    data.build_cache(find_tiles(root, "all"), cache, progress=False)  # nothing to do: nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == mtimes
+
+
+def test_cache_follows_an_edited_tile(copy, tmp_path):
+    cache = tmp_path / "cache"
+    tiles = find_tiles(copy, "train")
+    data.build_cache(tiles, cache, progress=False)
+    before = sorted(p.name for p in cache.glob("austin6-*"))
+    mask = read_mask(copy / "train/gt/austin6.tif")
+    mask[:5] = 1 - mask[:5]
+    _rewrite(copy / "train/gt/austin6.tif", mask * 255)
+    image, cached_mask = data.cached_tile(find_tiles(copy, "train")[0], cache)
+    np.testing.assert_array_equal(cached_mask[0], mask)
+    after = sorted(p.name for p in cache.glob("austin6-*"))
+    assert len(after) == 2 and not set(before) & set(after)  # the stale files are gone
+
+
+def test_worker_init_bounds_gdal_cache():
+    data.worker_init(0)
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == data.GDAL_CACHE_BYTES
 
 
 def test_normalize():
@@ -314,8 +393,8 @@ def test_mask_value_128_fails_at_read(copy):
     _rewrite(copy / "train/gt/austin6.tif", mask)
     with pytest.raises(InriaDataError, match=r"austin6\.tif holds value\(s\) \[128\]"):
         read_mask(copy / "train/gt/austin6.tif")
-    for cache in (False, True):
-        dataset = InriaDataset(copy, "train", crop_size=64, augment=False, cache=cache)
+    for cache_dir in (None, copy.parent / "cache"):
+        dataset = InriaDataset(copy, "train", crop_size=64, augment=False, cache_dir=cache_dir)
         with pytest.raises(InriaDataError, match="austin6.tif"):
             dataset[0]
 
@@ -326,6 +405,25 @@ def test_masks_holding_0_1_are_accepted(copy):
     sample = InriaDataset(copy, "train", crop_size=128, augment=False)[0]  # whole tile
     np.testing.assert_array_equal(sample["mask"][0, :64, :80].numpy(), original)
     assert original.any()
+
+
+def test_check_tiles_reports_every_problem_at_once_and_remembers_sound_tiles(copy, tmp_path, monkeypatch):
+    memo = tmp_path / "memo"
+    assert data.check_tiles(copy, progress=False, memo_dir=memo) == []
+    mask = read_mask(copy / "train/gt/austin6.tif") * 255
+    mask[40:42, 3] = 77
+    _rewrite(copy / "train/gt/austin6.tif", mask)  # a bad value deep in the tile, not in its header
+    truncated = copy / "train/images/tyrol-w1.tif"
+    truncated.write_bytes(truncated.read_bytes()[:-300])
+    (copy / "train/gt/vienna3.tif").write_bytes((copy / "train/gt/austin1.tif").read_bytes())  # no image
+    checked = []
+    real = data.check_pair
+    monkeypatch.setattr(data, "check_pair", lambda image, mask: checked.append(image.name) or real(image, mask))
+    problems = data.check_tiles(copy, progress=False, memo_dir=memo)
+    assert sorted(checked) == ["austin6.tif", "tyrol-w1.tif"]  # the others were remembered as sound
+    text = "\n".join(problems)
+    assert len(problems) == 3, text
+    assert "austin6.tif holds value(s) [77]" in text and "tyrol-w1.tif" in text and "vienna3.tif" in text
 
 
 # ---------------------------------------------------------------------------- real crops
@@ -364,14 +462,13 @@ def test_real_crops_dataset(real_dataset, crop_size):
     assert len(val) == 6
     sample = val[0]
     assert sample["window"].tolist() == [0, 0, 256, 256]
-    image = pixels(sample["image"])
+    image = hwc(sample)
     np.testing.assert_array_equal(image[:256, :256], read_image(val.tiles[0].image_path))
     assert (image[256:] == 0).all() and (image[:, 256:] == 0).all()
     train = InriaDataset(real_dataset, "train", crop_size=crop_size)
-    for index in range(len(train)):
-        sample = train[index]
-        assert sample["image"].shape == (3, crop_size, crop_size)
-        assert set(sample["mask"].unique().tolist()) <= {0.0, 1.0}
+    image, target, valid = prepare_batch(collate(train, range(len(train))), torch.device("cpu"), crop_size)
+    assert image.shape == (len(train), 3, crop_size, crop_size) and set(target.unique().tolist()) <= {0.0, 1.0}
+    assert valid.any()
 
 
 # ---------------------------------------------------------------------------- config, benchmark

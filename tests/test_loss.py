@@ -42,3 +42,16 @@ def test_perfect_prediction_is_near_zero():
     target = (torch.rand(2, 1, 16, 16) > 0.5).float()
     logits = (target * 2 - 1) * 30
     assert DiceBCELoss()(logits, target) < 1e-6
+
+
+def test_pixels_outside_valid_do_not_count():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.6).float()
+    valid = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    valid[..., :, :5] = True  # the left 5 columns are the tile, the rest padding
+    garbage = logits.clone()
+    garbage[..., 5:] = 40.0  # anything at all where valid is False
+    left = DiceBCELoss()(logits[..., :5], target[..., :5])
+    assert torch.allclose(DiceBCELoss()(garbage, target, valid), left)
+    assert torch.allclose(DiceBCELoss()(logits, target, torch.ones_like(valid)), DiceBCELoss()(logits, target))

@@ -69,3 +69,14 @@ def test_shape_mismatch_and_threshold_errors():
         BinaryConfusion().update(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
     with pytest.raises(ValueError, match="threshold"):
         BinaryConfusion(1.0)
+
+
+def test_only_valid_pixels_are_counted():
+    logits = torch.tensor([[[[5.0, -5.0, 5.0, -5.0]]]])
+    target = torch.tensor([[[[1.0, 0.0, 0.0, 1.0]]]])
+    valid = torch.tensor([[[[True, True, False, False]]]])
+    cm = BinaryConfusion()
+    cm.update(logits, target, valid=valid)
+    assert cm.counts.tolist() == [1, 0, 0, 1]  # the fp and fn in the padding are not counted
+    with pytest.raises(ValueError, match="valid"):
+        cm.update(logits, target, valid=valid[..., :2])

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 import torchvision
@@ -136,3 +138,12 @@ def test_stage_shapes_for_512():
     assert shapes["decoder4"] == (1, 256, 32, 32) and shapes["decoder1"] == (1, 64, 256, 256)
     assert shapes["final"] == (1, 1, 512, 512)
     assert "centre" not in dict(stage_shapes(LinkNet34(), 64))
+
+
+def test_pyramid_warns_when_its_centre_map_is_smaller_than_a_bin():
+    pyramid = PyramidPooling(8, (1, 2, 3, 6)).eval()
+    with pytest.warns(UserWarning, match="centre map is 4 x 4, smaller than its largest bin .6.*192 px"):
+        pyramid(torch.randn(1, 8, 4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyramid(torch.randn(1, 8, 6, 6))  # 192 px inputs: every bin pools

@@ -158,3 +158,168 @@ def test_ensure_sample_generates_once(tmp_path):
     stamp = image.stat().st_mtime_ns
     assert ensure_sample(tmp_path / "sample", seed=3, config=config) == root
     assert image.stat().st_mtime_ns == stamp
+
+
+# ----------------------------------------------------------------------------- lab labels
+def test_lab_files_match_the_masks(sample):
+    from rasterio.enums import Compression
+
+    lab = sample / "train" / "lab"
+    for image_path in sorted((sample / "train" / "images").glob("*.tif")):
+        stem = image_path.stem
+        with rasterio.open(image_path) as img, rasterio.open(lab / f"{stem}_instances.tif") as ins, \
+                rasterio.open(lab / f"{stem}_distractors.tif") as dis:  # fmt: skip
+            for f in (ins, dis):
+                assert (f.crs, f.transform, f.shape) == (img.crs, img.transform, img.shape)
+                assert f.compression == Compression.lzw and f.count == 1
+            assert (ins.dtypes[0], dis.dtypes[0]) == ("uint32", "uint8")
+            instances, distractors = ins.read(1), dis.read(1)
+        mask = _read(sample / "train" / "gt" / image_path.name)[0]
+        assert np.array_equal(instances > 0, mask == 255)  # the union of instances is the mask
+        assert not distractors[mask == 255].any()  # a look-alike is never on a building
+        ids = np.unique(instances[instances > 0])
+        assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # 1..K, none empty
+        rows = (lab / f"{stem}_instances.csv").read_text().splitlines()
+        assert rows[0] == "id,area_px,area_m2" and len(rows) == len(ids) + 1
+        if len(ids):
+            i, area_px, area_m2 = rows[-1].split(",")
+            assert int(area_px) == (instances == int(i)).sum()
+            assert float(area_m2) == pytest.approx(int(area_px) * 0.09, abs=0.01)
+
+
+@pytest.mark.parametrize("city", SYNTHETIC_CITIES)
+def test_draw_tile_instances_union_is_the_mask(city):
+    from plinknet.synthetic import LOOKALIKE_KINDS, draw_tile
+
+    tile = draw_tile(city, seed=2, size=300)
+    image, mask = generate_tile(city, seed=2, size=300)
+    assert np.array_equal(tile.image, image) and np.array_equal(tile.mask, mask)
+    assert tile.instances.dtype == np.uint32 and tile.distractors.dtype == np.uint8
+    assert np.array_equal(tile.instances > 0, mask == 1)
+    assert not tile.distractors[mask == 1].any()
+    assert set(np.unique(tile.distractors).tolist()) <= {0, *LOOKALIKE_KINDS}
+    assert len(np.unique(tile.instances)) > 3  # buildings are told apart, not one blob
+
+
+def test_every_lookalike_kind_is_drawn():
+    from plinknet.synthetic import LOOKALIKE_KINDS, draw_tile
+
+    seen = set()
+    for city in SYNTHETIC_CITIES:
+        seen.update(np.unique(draw_tile(city, seed=2, size=700).distractors).tolist())
+    assert seen == {0, *LOOKALIKE_KINDS}
+
+
+def test_wings_and_rooftop_units_belong_to_their_building():
+    from plinknet.synthetic import draw_tile
+
+    # suburban houses keep apart, so any two touching pixels of different instances would
+    # be a garage wing or a rooftop unit counted as a building of its own
+    ins = draw_tile("suburbia", seed=0, size=600).instances
+    across = (ins[:, 1:] != ins[:, :-1]) & (ins[:, 1:] > 0) & (ins[:, :-1] > 0)
+    down = (ins[1:] != ins[:-1]) & (ins[1:] > 0) & (ins[:-1] > 0)
+    assert across.sum() + down.sum() == 0
+
+
+# ----------------------------------------------------------------------------- inria-scale
+def _tiny_inria_config():
+    from plinknet.synthetic import InriaScaleConfig
+
+    # 7 tiles per city: validation 1-5 and training 6-7; 100 px tiles of 40 px patches, so
+    # the last row and column of patches are cut
+    return InriaScaleConfig(tile_size=100, tiles_per_city=7, patch_size=40, patches_per_city=2,
+                            cities=("gridtown", "oldtown"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inria_scale(tmp_path_factory):
+    from plinknet.synthetic import generate_inria_scale
+
+    out = tmp_path_factory.mktemp("rehearsal") / "inria-scale"
+    return generate_inria_scale(out, seed=5, config=_tiny_inria_config(), progress=False)
+
+
+def test_inria_scale_layout_and_files(inria_scale):
+    from plinknet.data import find_tiles
+
+    names = sorted(f"{c}{n}.tif" for c in ("gridtown", "oldtown") for n in range(1, 8))
+    for folder in ("images", "gt"):
+        assert sorted(p.name for p in (inria_scale / "train" / folder).iterdir()) == names
+    assert not (inria_scale / "train" / "lab").exists()
+    assert not inria_scale.parent.with_name("inria-scale.partial").exists()
+    train = [t.name for t in find_tiles(inria_scale.parent, "train")]
+    assert train == ["gridtown6", "gridtown7", "oldtown6", "oldtown7"]
+    assert len(find_tiles(inria_scale.parent, "val")) == 10
+    with rasterio.open(inria_scale / "train" / "images" / "oldtown7.tif") as img, \
+            rasterio.open(inria_scale / "train" / "gt" / "oldtown7.tif") as gt:  # fmt: skip
+        for f in (img, gt):
+            assert (f.width, f.height) == (100, 100) and set(f.dtypes) == {"uint8"}
+            assert f.compression is None and not f.profile.get("tiled")  # uncompressed, striped
+            assert f.res == pytest.approx((0.3, 0.3)) and f.crs.is_projected
+        assert img.count == 3 and gt.count == 1 and img.transform == gt.transform
+        assert img.read().std() > 10
+    values = set()
+    for path in (inria_scale / "train" / "gt").iterdir():
+        values.update(np.unique(_read(path)).tolist())
+    assert values == {0, 255}
+
+
+def test_inria_scale_is_seeded(inria_scale, tmp_path):
+    from plinknet.synthetic import generate_inria_scale
+
+    again = generate_inria_scale(tmp_path / "a", seed=5, config=_tiny_inria_config(), progress=False)
+    other = generate_inria_scale(tmp_path / "b", seed=6, config=_tiny_inria_config(), progress=False)
+    for name in ("images/gridtown1.tif", "gt/gridtown1.tif", "images/oldtown7.tif"):
+        assert np.array_equal(_read(again / "train" / name), _read(inria_scale / "train" / name))
+    assert not np.array_equal(_read(other / "train" / "images/gridtown1.tif"),
+                              _read(inria_scale / "train" / "images/gridtown1.tif"))  # fmt: skip
+    # tiles of a city differ: patches are picked, turned and flipped per tile
+    assert not np.array_equal(_read(again / "train" / "images/gridtown1.tif"),
+                              _read(again / "train" / "images/gridtown2.tif"))  # fmt: skip
+
+
+def test_mosaic_is_made_of_turned_and_flipped_patches():
+    from plinknet.synthetic import _mosaic
+
+    rng = np.random.default_rng(0)
+    patches = [(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), rng.integers(0, 2, (8, 8), dtype=np.uint8))
+               for _ in range(3)]  # fmt: skip
+    image, mask = _mosaic(patches, 20, np.random.default_rng(1))
+    assert image.shape == (20, 20, 3) and mask.shape == (20, 20)
+
+    def variants(a):
+        turns = [np.rot90(a, k) for k in range(4)]
+        return turns + [t[:, ::-1] for t in turns]
+
+    for y in range(0, 20, 8):
+        for x in range(0, 20, 8):
+            block, block_mask = image[y : y + 8, x : x + 8], mask[y : y + 8, x : x + 8]
+            h, w = block_mask.shape
+            assert any(
+                np.array_equal(block, vi[:h, :w]) and np.array_equal(block_mask, vm[:h, :w])
+                for pi, pm in patches
+                for vi, vm in zip(variants(pi), variants(pm))
+            )
+
+
+def test_inria_scale_refuses_without_disk_space_or_over_an_existing_set(inria_scale, tmp_path, monkeypatch):
+    import shutil
+
+    from plinknet.synthetic import InriaScaleConfig, generate_inria_scale
+
+    assert InriaScaleConfig().bytes_needed() == 180 * 5000 * 5000 * 4  # the full set: 18 GB
+    with pytest.raises(FileExistsError, match="exists already"):
+        generate_inria_scale(inria_scale.parent, config=_tiny_inria_config(), progress=False)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9))
+    with pytest.raises(OSError, match=r"needs 18\.0 GB and 1\.0 GB are free"):
+        generate_inria_scale(tmp_path / "full", progress=False)
+    assert not (tmp_path / "full").exists()
+
+
+def test_cli_inria_scale_excludes_the_sample_sizes(tmp_path, capsys):
+    from plinknet.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "x"), "--inria-scale", "--tile-size", "64"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--inria-scale" in err and "--tile-size" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()

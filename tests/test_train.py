@@ -1,17 +1,36 @@
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 
 import plinknet.train as train_module
-from plinknet.train import TrainConfig, TrainingDiverged, load_checkpoint, read_history, train
+from plinknet.config import ConfigError
+from plinknet.data import InriaDataError, InriaDataset
+from plinknet.loss import DiceBCELoss
+from plinknet.model import PLinkNet
+from plinknet.train import (
+    RunFolderError,
+    TrainConfig,
+    TrainingDiverged,
+    load_checkpoint,
+    make_loader,
+    read_history,
+    save_atomic,
+    train,
+    validate,
+)
 
-FIXTURE = Path(__file__).parent / "data" / "inria"
+HERE = Path(__file__).parent
+FIXTURE = HERE / "data" / "inria"
 COMPARED = ("epoch", "lr", "train_loss", "val_loss", "iou", "miou", "precision", "recall", "accuracy")
 
 
@@ -31,7 +50,25 @@ def _history(run):
 
 
 def _weights(run, name="last.pt"):
-    return torch.load(Path(run) / name, weights_only=False)["model"]
+    return torch.load(Path(run) / name, weights_only=True)["model"]
+
+
+def _run_subprocess(cmd, timeout=240):
+    """Run ``cmd`` in a session of its own, so that a hang kills torchrun's workers too."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, stderr
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+# --------------------------------------------------------------------------- runs
 
 
 def test_run_folder_and_checkpoints(tmp_path):
@@ -43,8 +80,8 @@ def test_run_folder_and_checkpoints(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.01, 0.001])  # MultiStepLR at epoch 2
     assert all(0 <= r["iou"] <= 1 and r["images_per_s"] > 0 for r in rows)
-    state = torch.load(run / "last.pt", weights_only=False)
-    assert state["config"] == config.to_dict() and state["epoch"] == 2
+    state = torch.load(run / "last.pt", weights_only=True)  # plain values and tensors only
+    assert state["config"] == config.to_dict() and state["epoch"] == 2 and state["best_on"] == "val"
     model, _ = load_checkpoint(run / "best.pt")
     assert model.config.encoder_name == "resnet18" and not model.training
 
@@ -74,35 +111,156 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
         assert torch.equal(v, _weights(resumed)[k]), k
 
 
+def test_resume_refuses_a_changed_recipe_and_leaves_config_untouched(tmp_path):
+    config = tiny(tmp_path, epochs=1)
+    run = train(config)
+    saved = (run / "config.yaml").read_text()
+    changed = tiny(tmp_path, epochs=2, lr=0.5, batch_size=3)
+    with pytest.raises(RunFolderError) as error:
+        train(changed, resume=True)
+    assert "lr: saved 0.01, given 0.5" in str(error.value) and "batch_size: saved 2, given 3" in str(error.value)
+    assert "epochs" not in str(error.value).split("(")[1].split(")")[0]  # epochs may change
+    assert (run / "config.yaml").read_text() == saved
+    assert len(read_history(run)) == 1
+
+
+def test_resume_with_more_epochs_is_allowed_and_recorded(tmp_path):
+    run = train(tiny(tmp_path, epochs=1))
+    train(tiny(tmp_path, epochs=2, workers=1), resume=True)
+    assert [r["epoch"] for r in read_history(run)] == [1, 2]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["epochs"] == 2 and recorded["workers"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["epochs"] == 2
+
+
+def test_resume_from_run_takes_the_saved_recipe(tmp_path):
+    train(tiny(tmp_path, epochs=1, lr=0.02))
+    config = TrainConfig.from_run(tmp_path / "run", epochs=2)
+    assert config.lr == 0.02 and config.epochs == 2 and config.crop_size == 64
+
+
+def test_resume_needs_last_pt_and_something_left_to_do(tmp_path):
+    config = tiny(tmp_path, epochs=1)
+    with pytest.raises(RunFolderError, match="last.pt does not exist"):
+        train(config, resume=True)
+    assert not Path(config.out_dir).exists()
+    with pytest.raises(RunFolderError, match="last.pt does not exist"):
+        TrainConfig.from_run(config.out_dir)
+    train(config)
+    with pytest.raises(RunFolderError, match="already trained 1 of 1"):
+        train(config, resume=True)
+
+
+def test_a_run_folder_is_never_silently_overwritten(tmp_path):
+    config = tiny(tmp_path, epochs=1)
+    run = train(config)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(config)
+    assert (run / "last.pt").read_bytes() == before
+    train(tiny(tmp_path, epochs=1, lr=0.02), overwrite=True)
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.02
+
+
+def test_checkpoints_that_could_run_code_are_refused(tmp_path):
+    model = PLinkNet(encoder_name="resnet18")
+    path = tmp_path / "evil.pt"
+    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict(), "config": {},
+                "payload": pickle.loads(pickle.dumps(Path("x")))}, path)  # fmt: skip  # an arbitrary class
+    with pytest.raises(ValueError, match="could run code"):
+        load_checkpoint(path)
+    good = tmp_path / "good.pt"
+    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "config": {}}, good)
+    assert load_checkpoint(good)[0].config.encoder_name == "resnet18"
+
+
+# --------------------------------------------------------------------------- divergence
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = train_module.DiceBCELoss
 
     class BreaksInEpochTwo(real):
         calls = 0
 
-        def forward(self, logits, target):
+        def forward(self, logits, target, valid=None):
             BreaksInEpochTwo.calls += 1
-            loss = super().forward(logits, target)
+            loss = super().forward(logits, target, valid)
             return loss * float("nan") if BreaksInEpochTwo.calls > 3 and logits.requires_grad else loss
 
     monkeypatch.setattr(train_module, "DiceBCELoss", BreaksInEpochTwo)
     config = tiny(tmp_path)
     with pytest.raises(TrainingDiverged, match="last.pt"):
         train(config)
-    state = torch.load(Path(config.out_dir) / "last.pt", weights_only=False)
+    state = torch.load(Path(config.out_dir) / "last.pt", weights_only=True)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_nan_weights_with_a_finite_loss_never_reach_last_pt(tmp_path, monkeypatch):
+    class PoisonedSGD(torch.optim.SGD):
+        steps = 0
+
+        def step(self, closure=None):
+            super().step(closure)
+            PoisonedSGD.steps += 1
+            if PoisonedSGD.steps == 4:  # the last step of epoch 2: its loss was finite
+                with torch.no_grad():
+                    self.param_groups[0]["params"][0].fill_(float("inf"))
+
+    monkeypatch.setattr(train_module.torch.optim, "SGD", PoisonedSGD)
+    config = tiny(tmp_path, samples_per_tile=2)
+    with pytest.raises(TrainingDiverged, match="weights"):
+        train(config)
+    state = torch.load(Path(config.out_dir) / "last.pt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- options
+
+
 def test_config_from_yaml_and_unknown_keys(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("epochs: 7\npyramid_bins: []\nencoder_weights: null\n")
+    path.write_text("epochs: 7\npyramid_bins: []\nencoder_weights: null\nlr: 1e-3\n")
     config = TrainConfig.from_yaml(path, batch_size=3)
     assert (config.epochs, config.pyramid_bins, config.encoder_weights, config.batch_size) == (7, (), None, 3)
+    assert config.lr == 0.001 and isinstance(config.lr, float)  # PyYAML reads 1e-3 as a string
     assert config.model_config.pyramid_bins == ()
     path.write_text("epoch: 7\n")
     with pytest.raises(ValueError, match="epoch"):
         TrainConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, option",
+    [
+        ('epochs: "ten"\n', "epochs"),
+        ("epochs: 0\n", "epochs"),
+        ("samples_per_tile: 0\n", "samples_per_tile"),
+        ("pyramid_bins: [0]\n", "pyramid_bins"),
+        ("threshold: 1.5\n", "threshold"),
+        ("threshold: 0\n", "threshold"),
+        ("lr: -1\n", "lr"),
+        ("crop_size: 100\n", "crop_size"),
+        ("amp: maybe\n", "amp"),
+        ("lr_milestones: [25, 20]\n", "lr_milestones"),
+        ("select_tiles: [3]\n", "select_tiles"),
+        ("- epochs\n- 3\n", "mapping"),
+        ("epochs: [1\n", "not valid YAML at line 2"),
+    ],
+)
+def test_bad_yaml_values_name_the_option(tmp_path, yaml_text, option):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=option):
+        TrainConfig.from_yaml(path)
+
+
+def test_string_values_from_notebooks_are_converted():
+    config = TrainConfig(epochs="3", lr="1e-3", amp="false", pyramid_bins=[1, "2"], samples_per_tile="none")
+    assert (config.epochs, config.lr, config.amp, config.pyramid_bins, config.samples_per_tile) == (
+        3, 0.001, False, (1, 2), None)  # fmt: skip
 
 
 def test_paper_recipe_defaults():
@@ -111,22 +269,123 @@ def test_paper_recipe_defaults():
     assert (c.encoder_name, c.encoder_weights, c.pyramid_bins) == ("resnet34", "imagenet", (1, 2, 3, 6))
 
 
+# --------------------------------------------------------------------------- data before training
+
+
+def _copy_fixture(tmp_path) -> Path:
+    return Path(shutil.copytree(FIXTURE / "AerialImageDataset", tmp_path / "data" / "AerialImageDataset")).parent
+
+
+def _poke_mask(root: Path, name: str, value: int) -> Path:
+    path = root / "AerialImageDataset" / "train" / "gt" / name
+    with rasterio.open(path, "r+") as dst:
+        mask = dst.read(1)
+        mask[3, 4] = value
+        dst.write(mask, 1)
+    return path
+
+
+def test_bad_tiles_are_refused_before_training_all_named(tmp_path):
+    root = _copy_fixture(tmp_path)
+    bad = [_poke_mask(root, "austin6.tif", 128), _poke_mask(root, "tyrol-w1.tif", 7)]
+    config = tiny(tmp_path, data_dir=str(root))
+    with pytest.raises(InriaDataError) as error:
+        train(config)
+    assert all(str(path) in str(error.value) for path in bad)
+    assert not (Path(config.out_dir) / "config.yaml").exists()
+
+
+def test_a_worker_error_names_the_file(tmp_path):
+    root = _copy_fixture(tmp_path)
+    bad = _poke_mask(root, "austin6.tif", 128)
+    config = tiny(tmp_path, data_dir=str(root), check_data=False, workers=1, samples_per_tile=8, crop_size=64)
+    with pytest.raises(InriaDataError) as error:
+        train(config)
+    message = str(error.value)
+    assert str(bad) in message and "DataLoader worker" not in message and "128" in message
+
+
+def test_validation_scores_only_pixels_of_the_tiles(tmp_path):
+    # 128 px crops of 64 x 80 tiles: most of each crop is padding, which must not count
+    config = tiny(tmp_path, crop_size=128)
+    val_set = InriaDataset.from_config(config.data_config, "val")
+    loader = make_loader(val_set, 2, None, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    metrics = validate(PLinkNet.from_config(config.model_config), loader, DiceBCELoss(), torch.device("cpu"), config)
+    pixels = sum(t.height * t.width for t in val_set.tiles)
+    assert metrics["tp"] + metrics["fp"] + metrics["fn"] + metrics["tn"] == pixels == 2 * 64 * 80
+
+
+# --------------------------------------------------------------------------- distributed (gloo, 2 processes)
+
+
 def test_two_process_ddp_on_cpu(tmp_path):
     config = tiny(tmp_path, "ddp", epochs=2)
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "plinknet", "train", "--config", str(config_file), "--device", "cpu"]  # fmt: skip
-    # a session of its own, so that a hang kills torchrun's workers too, not only torchrun
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    code, stderr = _run_subprocess([*TORCHRUN, "-m", "plinknet", "train", "--config", str(config_file),
+                                    "--device", "cpu"])  # fmt: skip
+    assert code == 0, stderr[-3000:]
     rows = read_history(config.out_dir)
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone wrote, once per epoch
-    assert all(0 < r["accuracy"] <= 1 for r in rows)
     assert not list(Path(config.out_dir).glob("*.tmp"))
-    assert torch.load(Path(config.out_dir) / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(Path(config.out_dir) / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_validation_counts_summed_over_processes_equal_one_process(tmp_path):
+    config = tiny(tmp_path, crop_size=64)
+    torch.manual_seed(0)
+    model = PLinkNet.from_config(config.model_config)
+    val_set = InriaDataset.from_config(config.data_config, "val")
+    single = validate(model, make_loader(val_set, 3, None, 0, torch.device("cpu")), DiceBCELoss(),
+                      torch.device("cpu"), config)  # fmt: skip
+    code, stderr = _run_subprocess([*TORCHRUN, str(HERE / "ddp_worker.py"), "validate", str(FIXTURE), str(tmp_path)])
+    assert code == 0, stderr[-3000:]
+    import json
+
+    summed = json.loads((tmp_path / "counts.json").read_text())
+    assert summed == {k: single[k] for k in ("tp", "fp", "fn", "tn")}
+
+
+def test_nan_on_one_rank_stops_every_rank(tmp_path):
+    code, stderr = _run_subprocess([*TORCHRUN, str(HERE / "ddp_worker.py"), "nan", str(FIXTURE), str(tmp_path)],
+                                   timeout=180)  # fmt: skip
+    assert code == 0, stderr[-3000:]
+    outcomes = [(tmp_path / f"rank{k}.txt").read_text() for k in (0, 1)]
+    assert outcomes == ["TrainingDiverged", "TrainingDiverged"]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- GPU (skipped without CUDA)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_channels_last_training_step_on_cuda(tmp_path):
+    run = train(tiny(tmp_path, epochs=1, device="cuda", amp=True, channels_last=True, batch_size=4,
+                     samples_per_tile=4))  # fmt: skip
+    row = read_history(run)[0]
+    assert np.isfinite(row["train_loss"]) and 0 <= row["iou"] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reductions_in_a_one_process_nccl_group(tmp_path):
+    import torch.distributed as dist
+
+    from plinknet import distributed
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.cuda.set_device(0)
+        counts = torch.tensor([1, 2, 3, 4], dtype=torch.int64)  # on the CPU, as validation keeps them
+        assert torch.equal(distributed.all_reduce(counts), counts)
+        assert distributed.all_reduce(counts).device.type == "cpu"
+        assert distributed.any_rank(torch.tensor(True, device="cuda"))
+        assert not distributed.any_rank(False)
+        assert distributed.all_gather_objects(["x"]) == [["x"]]
+        distributed.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,385 @@
+"""The paper's question with its uncertainty: P-LinkNet against LinkNet34 over several seeds.
+
+    plinknet ablate --config book/params/ablation-synthetic-cpu.yaml --seeds 0 1 2 3 4 \\
+        --out results/ablation-synthetic-cpu
+
+The paper reports one run of each network (IoU 84.48 against 84.26). For each seed this
+trains both networks with the same recipe, data order and augmentation (only the pyramid
+differs), scores both on the whole held-out tiles and keeps, in ``--out`` (small files, made
+to be committed):
+
+* ``runs/seed<k>-<model>.json``: one per finished run: its config, history, per-tile
+  confusion counts, lab counts and provenance. A run whose file exists is not run again,
+  so an interrupted ablation goes on where it stopped (checkpoints live in ``--runs-dir``,
+  not here);
+* ``results.csv``: one row per (seed, model, tile) with the counts and the metrics;
+* ``summary.json``: per-model mean and spread over seeds, the paired gap with a bootstrap
+  interval, the power analysis and the provenance.
+
+Statistics (normal approximations, stated in ``summary.json`` too):
+
+* a network's score for one seed is computed from the confusion counts summed over the
+  held-out tiles (the Inria benchmark's convention);
+* the gap is P-LinkNet minus LinkNet34, seed by seed (the pair shares data order and
+  augmentation), averaged over seeds; its 95 % interval is a paired bootstrap that resamples
+  seeds and tiles with replacement (10,000 draws);
+* ``sigma_iou`` is the standard deviation over seeds of the per-seed IoU gap, in points;
+  ``runs_for_paper_gap`` is the number of seeds (runs per network, paired) needed to detect
+  the paper's 0.22-point gap with a two-sided test at 5 % and 80 % power:
+  ``ceil(((1.96 + 0.84) * sigma_iou / 0.22) ** 2)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from plinknet.lab import SIZE_CLASSES_M2, lab_rates, sum_counts
+from plinknet.metrics import METRIC_NAMES, metrics_from_counts
+from plinknet.provenance import data_checksum, provenance
+
+MODELS = {"P-LinkNet": "plinknet", "LinkNet34": "linknet34"}  # name -> file slug
+PAPER = {"P-LinkNet": {"iou": 84.48, "second": 91.50}, "LinkNet34": {"iou": 84.26, "second": 91.04}}
+PAPER_GAP = 0.22  # points of the paper's "IoU"
+Z_ALPHA, Z_POWER = 1.959964, 0.841621  # two-sided 5 %, 80 % power
+BOOTSTRAP_DRAWS = 10_000
+BOOK_ONLY_KEYS = ("synthetic", "run_dir", "predict_window", "examples", "example_size")  # notebook parameters
+LAB_GAPS = ("recall_small", "recall_medium", "recall_large", "fp_rate")
+
+
+def model_config(base, model: str, seed: int, runs_dir: Path):
+    """The training config of one run: ``base`` with the seed, the pyramid on or off and its folder."""
+    bins = (base.pyramid_bins or (1, 2, 3, 6)) if model == "P-LinkNet" else ()
+    return replace(base, seed=seed, pyramid_bins=bins, out_dir=str(runs_dir / f"seed{seed}" / MODELS[model]))
+
+
+def _train_or_resume(config) -> float:
+    """Train a run to its last epoch, resuming a stopped one; seconds spent here."""
+    from plinknet.train import RunFolderError, load_state, train
+
+    started = time.perf_counter()
+    last = Path(config.out_dir) / "last.pt"
+    if last.is_file():
+        state = load_state(last)
+        if state["config"] == config.to_dict() and state["epoch"] + 1 >= config.epochs:
+            return 0.0  # trained already
+        try:
+            train(config, resume=True)
+            return time.perf_counter() - started
+        except RunFolderError:  # another recipe in that folder: start this one afresh
+            pass
+    train(config, overwrite=True)
+    return time.perf_counter() - started
+
+
+def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", progress: bool = True) -> dict:
+    """Train (or resume) one network for one seed, score it on whole tiles; the run's record."""
+    from plinknet.evaluate import evaluate_tiles
+    from plinknet.predict import PredictConfig
+    from plinknet.train import load_checkpoint, read_history, resolve_device
+
+    config = model_config(base, model, seed, runs_dir)
+    train_seconds = _train_or_resume(config)
+    started = time.perf_counter()
+    network, state = load_checkpoint(Path(config.out_dir) / "best.pt", resolve_device(config.device))
+    window = PredictConfig(window=config.crop_size)  # the training crop: the context the pyramid learnt
+    scores = evaluate_tiles(network, config.data_dir, split, window, config.device, progress=progress)
+    return {
+        "seed": seed,
+        "model": model,
+        "config": config.to_dict(),
+        "best_epoch": state["epoch"] + 1,
+        "best_on": state.get("best_on"),
+        "history": read_history(config.out_dir),
+        "split": split,
+        "window": window.window,
+        "overlap": window.overlap,
+        "per_tile": scores.per_tile,
+        "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
+        "lab": scores.lab,
+        "train_provenance": state.get("provenance"),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - started,
+        "provenance": provenance(resolve_device(config.device)),
+    }
+
+
+def _cities(data_dir, names: list[str]) -> list[str]:
+    from plinknet.data import find_tiles
+
+    by_name = {t.name: t.city for t in find_tiles(data_dir, "all")}
+    return [by_name[n] for n in names]
+
+
+def run_ablation(
+    base,
+    seeds: list[int],
+    out_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike | None = None,
+    split: str = "val",
+    progress: bool = True,
+    bootstrap_draws: int = BOOTSTRAP_DRAWS,
+) -> dict:
+    """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
+
+    Args:
+        base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
+            are set per run (P-LinkNet keeps ``base.pyramid_bins``, or the paper's when empty).
+        seeds: one pair of runs per seed.
+        out_dir: the archive (small files).
+        runs_dir: checkpoints and run folders (default ``runs/ablation/<out_dir name>``).
+        split: the held-out tiles that are scored (``val``: tiles 1-5).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"need at least two distinct seeds for a spread, got {seeds}")
+    out = Path(out_dir)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+    started = time.perf_counter()
+    for seed in seeds:
+        for model, slug in MODELS.items():
+            record_path = out / "runs" / f"seed{seed}-{slug}.json"
+            expected = model_config(base, model, seed, runs_dir).to_dict()
+            if record_path.is_file() and _same_recipe(json.loads(record_path.read_text())["config"], expected):
+                print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+                continue
+            print(f"{model}, seed {seed}: training into {expected['out_dir']}", flush=True)
+            record = run_one(base, model, seed, runs_dir, split, progress)
+            _write_json(record_path, record)
+    paths = [out / "runs" / f"seed{s}-{slug}.json" for s in seeds for slug in MODELS.values()]
+    records = [json.loads(path.read_text()) for path in paths]
+    write_results_csv(records, out / "results.csv")
+    summary = summarize(records, bootstrap_draws=bootstrap_draws)
+    summary["wall_seconds_this_call"] = time.perf_counter() - started
+    summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+    summary["data_dir"] = base.data_dir
+    summary["data_sha256"] = data_checksum(base.data_dir)
+    summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
+    summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
+                                  for key in ("commit", "torch", "device", "date")}  # fmt: skip
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def _same_recipe(saved: dict, expected: dict) -> bool:
+    """Equal configs but for options that do not change results (workers, progress, device, cache)."""
+    ignored = ("workers", "progress", "device", "cache_dir", "out_dir")
+    def kept(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in ignored}
+
+    return kept(saved) == kept(expected)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- tables and statistics
+
+
+def write_results_csv(records: list[dict], path: Path) -> None:
+    """One row per (seed, model, tile): counts, metrics and lab counts."""
+    lab_keys = sorted({k for r in records if r["lab"] for c in r["lab"].values() for k in c})
+    columns = ["seed", "model", "tile", "city", "tp", "fp", "fn", "tn", *METRIC_NAMES, *lab_keys]
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        for r in records:
+            for tile, counts in r["per_tile"].items():
+                metrics = metrics_from_counts(*counts)
+                row = {"seed": r["seed"], "model": r["model"], "tile": tile, "city": r["cities"][tile],
+                       **{k: metrics[k] for k in ("tp", "fp", "fn", "tn")},
+                       **{k: round(100 * metrics[k], 4) for k in METRIC_NAMES}}  # fmt: skip
+                if r["lab"]:
+                    row.update(r["lab"][tile])
+                writer.writerow(row)
+
+
+def _score(counts: np.ndarray, metric: str) -> np.ndarray:
+    """A pixel metric in points from (..., 4) summed [tp, fp, fn, tn] counts."""
+    tp, fp, fn, tn = (counts[..., k].astype(np.float64) for k in range(4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+        if metric == "iou":
+            return 100 * iou
+        if metric == "miou":
+            return 100 * (iou + np.where(tn + fp + fn > 0, tn / (tn + fp + fn), 1.0)) / 2
+        if metric == "f1":
+            return 100 * np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
+        if metric == "precision":
+            return 100 * np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    raise ValueError(f"unknown metric {metric}")
+
+
+def _lab_score(counts: np.ndarray, keys: list[str], rate: str) -> np.ndarray:
+    """A lab rate in points from (..., len(keys)) summed lab counts."""
+    if rate == "fp_rate":
+        num, den = keys.index("distractor_false_positives"), keys.index("distractor_pixels")
+    else:
+        size = rate.removeprefix("recall_")
+        num, den = keys.index(f"{size}_detected"), keys.index(f"{size}_total")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100 * counts[..., num] / counts[..., den]
+
+
+def paired_bootstrap(first: np.ndarray, second: np.ndarray, score, draws: int, seed: int = 0) -> np.ndarray:
+    """Bootstrap draws of ``mean over seeds of score(first) - score(second)``, resampling seeds and tiles.
+
+    Args:
+        first, second: (seeds, tiles, k) counts of the two networks, paired by seed and tile.
+        score: maps (..., k) counts summed over tiles to a number per seed.
+        draws: bootstrap draws.
+
+    Returns:
+        (draws,) gaps.
+    """
+    rng = np.random.default_rng(seed)
+    n_seeds, n_tiles = first.shape[:2]
+    tile_weights = rng.multinomial(n_tiles, np.full(n_tiles, 1 / n_tiles), size=draws)  # (draws, tiles)
+    seed_picks = rng.integers(0, n_seeds, size=(draws, n_seeds))  # (draws, seeds)
+    gaps = []
+    for counts in (first, second):
+        summed = np.einsum("dt,stk->dsk", tile_weights, counts.astype(np.float64))  # (draws, seeds, k)
+        per_seed = score(np.take_along_axis(summed, seed_picks[:, :, None], axis=1))  # (draws, seeds)
+        gaps.append(per_seed.mean(axis=1))
+    return gaps[0] - gaps[1]
+
+
+def _stack(records: list[dict], model: str, seeds: list[int], tiles: list[str], field: str, keys=None) -> np.ndarray:
+    by_seed = {r["seed"]: r for r in records if r["model"] == model}
+    if field == "per_tile":
+        return np.array([[by_seed[s]["per_tile"][t] for t in tiles] for s in seeds], dtype=np.int64)
+    return np.array([[[by_seed[s]["lab"][t][k] for k in keys] for t in tiles] for s in seeds], dtype=np.int64)
+
+
+def summarize(records: list[dict], bootstrap_draws: int = BOOTSTRAP_DRAWS) -> dict:
+    """The ablation's statistics from the run records (see the module docstring)."""
+    seeds = sorted({r["seed"] for r in records})
+    tiles = list(records[0]["per_tile"])
+    counts = {m: _stack(records, m, seeds, tiles, "per_tile") for m in MODELS}  # (seeds, tiles, 4)
+    summary: dict = {"seeds": seeds, "tiles": tiles, "split": records[0]["split"], "window": records[0]["window"],
+                     "models": {}, "paper": PAPER}  # fmt: skip
+    per_seed = {}
+    for model, c in counts.items():
+        summed = c.sum(axis=1)  # (seeds, 4)
+        per_seed[model] = {metric: _score(summed, metric) for metric in ("iou", "miou", "f1", "precision")}
+        summary["models"][model] = {
+            **{f"{metric}_{stat}": float(fn(values)) for metric, values in per_seed[model].items()
+               for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1)))},
+            **{f"{metric}_per_seed": [round(float(v), 4) for v in values]
+               for metric, values in per_seed[model].items()},
+            "best_epochs": [r["best_epoch"] for s in seeds for r in records if r["model"] == model and r["seed"] == s],
+        }  # fmt: skip
+    first, second = counts["P-LinkNet"], counts["LinkNet34"]
+    for metric in ("iou", "miou", "f1"):
+        gaps = per_seed["P-LinkNet"][metric] - per_seed["LinkNet34"][metric]
+        draws = paired_bootstrap(first, second, lambda c, m=metric: _score(c, m), bootstrap_draws)
+        summary[f"gap_{metric}_mean"] = float(gaps.mean())
+        summary[f"gap_{metric}_per_seed"] = [round(float(g), 4) for g in gaps]
+        summary[f"gap_{metric}_ci95"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    sigma = float(np.std(per_seed["P-LinkNet"]["iou"] - per_seed["LinkNet34"]["iou"], ddof=1))
+    summary["sigma_iou"] = sigma
+    summary["runs_for_paper_gap"] = max(2, math.ceil(((Z_ALPHA + Z_POWER) * sigma / PAPER_GAP) ** 2))
+    stds = [summary["models"][m]["iou_std"] for m in MODELS]
+    spread = float(np.sqrt((stds[0] ** 2 + stds[1] ** 2) / 2))  # pooled seed-to-seed spread of one network
+    summary["runs_for_paper_gap_unpaired"] = max(2, math.ceil(2 * ((Z_ALPHA + Z_POWER) * spread / PAPER_GAP) ** 2))
+    summary["paper_gap"] = PAPER_GAP
+    summary["paper_gap_inside_ci95"] = summary["gap_iou_ci95"][0] <= PAPER_GAP <= summary["gap_iou_ci95"][1]
+    summary["zero_inside_ci95"] = summary["gap_iou_ci95"][0] <= 0 <= summary["gap_iou_ci95"][1]
+    if all(r["lab"] for r in records):
+        summary["lab"] = _lab_summary(records, seeds, tiles, bootstrap_draws)
+    summary["method"] = (
+        "score per seed from counts summed over the held-out tiles; gap = P-LinkNet - LinkNet34 per seed, "
+        "averaged; 95 % interval: paired bootstrap over seeds and tiles; sigma_iou: standard deviation over "
+        "seeds of the per-seed IoU gap; runs_for_paper_gap: paired, two-sided 5 %, 80 % power, normal "
+        f"approximation, for the paper's {PAPER_GAP}-point gap"
+    )
+    return summary
+
+
+def _lab_summary(records, seeds, tiles, draws) -> dict:
+    keys = list(next(iter(records[0]["lab"].values())))
+    counts = {m: _stack(records, m, seeds, tiles, "lab", keys) for m in MODELS}
+    lab = {"size_classes_m2": {k: [lo, None if math.isinf(hi) else hi] for k, (lo, hi) in SIZE_CLASSES_M2.items()},
+           "models": {}}  # fmt: skip
+    for model, c in counts.items():
+        per_seed = [lab_rates(sum_counts(dict(zip(keys, row)) for row in c[s].tolist())) for s in range(len(seeds))]
+        lab["models"][model] = {
+            rate: {"mean": _mean_or_none([100 * p[rate] for p in per_seed if p[rate] is not None]),
+                   "per_seed": [None if p[rate] is None else round(100 * p[rate], 4) for p in per_seed]}
+            for rate in per_seed[0]
+        }  # fmt: skip
+    lab["totals"] = {k: int(v) for k, v in zip(keys, counts["P-LinkNet"][0].sum(axis=0))}
+    for rate in LAB_GAPS:
+        samples = paired_bootstrap(counts["P-LinkNet"], counts["LinkNet34"], lambda c, r=rate: _lab_score(c, keys, r),
+                                   draws)  # fmt: skip
+        first = _lab_score(counts["P-LinkNet"].sum(axis=1), keys, rate)
+        second = _lab_score(counts["LinkNet34"].sum(axis=1), keys, rate)
+        gaps, samples = (first - second)[np.isfinite(first - second)], samples[np.isfinite(samples)]
+        lab[f"gap_{rate}_mean"] = _mean_or_none(gaps)  # None: no instance of that size in these tiles
+        lab[f"gap_{rate}_ci95"] = [float(np.percentile(samples, q)) for q in (2.5, 97.5)] if samples.size else None
+    return lab
+
+
+def _mean_or_none(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def verdict(summary: dict | None) -> str:
+    """One word on the paper's claim from an archived summary (None: not run).
+
+    * ``not tested at paper scale``: no summary (nobody has run ``make paper`` yet);
+    * ``reproduced``: the 95 % interval of the IoU gap lies above 0 and holds the paper's +0.22;
+    * ``not reproduced``: the interval excludes the paper's +0.22;
+    * ``inconclusive``: otherwise (the interval holds both 0 and +0.22).
+    """
+    if summary is None:
+        return "not tested at paper scale"
+    low, high = summary["gap_iou_ci95"]
+    if low > 0 and low <= PAPER_GAP <= high:
+        return "reproduced"
+    if not low <= PAPER_GAP <= high:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text account of an ablation summary: scores over seeds, the gap, the power analysis."""
+    n = len(summary["seeds"])
+    lines = [f"{n} seeds {summary['seeds']}, {len(summary['tiles'])} {summary['split']} tiles, window "
+             f"{summary['window']}; points, mean +- standard deviation over seeds"]  # fmt: skip
+    lines.append(f"{'':12s}{'IoU':>16s}{'mIoU':>16s}{'F1':>16s}")
+    for model, m in summary["models"].items():
+        cells = "".join(f"{m[f'{k}_mean']:9.2f} +- {m[f'{k}_std']:4.2f}" for k in ("iou", "miou", "f1"))
+        lines.append(f"{model:12s}{cells}")
+    for metric in ("iou", "miou", "f1"):
+        low, high = summary[f"gap_{metric}_ci95"]
+        lines.append(f"gap {metric:5s} P-LinkNet - LinkNet34: {summary[f'gap_{metric}_mean']:+.2f} points, "
+                     f"95 % interval [{low:+.2f}, {high:+.2f}]")  # fmt: skip
+    lines.append(f"seed-to-seed spread of the IoU gap: {summary['sigma_iou']:.2f} points; runs per network to detect "
+                 f"the paper's +{summary['paper_gap']} at 80 % power: {summary['runs_for_paper_gap']} (paired), "
+                 f"{summary['runs_for_paper_gap_unpaired']} (unpaired)")  # fmt: skip
+    if "lab" in summary:
+        lab = summary["lab"]
+        for rate in LAB_GAPS:
+            if lab[f"gap_{rate}_ci95"] is None:
+                lines.append(f"lab {rate}: nothing to count in these tiles")
+                continue
+            low, high = lab[f"gap_{rate}_ci95"]
+            means = ", ".join(f"{model} {lab['models'][model][rate]['mean']:.2f}" for model in MODELS)
+            lines.append(f"lab {rate}: {means}; gap {lab[f'gap_{rate}_mean']:+.2f} [{low:+.2f}, {high:+.2f}]")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Where a number came from: commit, library versions, device, date, and a checksum of the data.
+
+The same commit and seed give different trained numbers under another torch build, so every
+result plinknet keeps (ablation archives, benchmark figures, book pages) carries this record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def git_commit(repository: str | os.PathLike = REPOSITORY) -> str:
+    """The checked-out commit, with ``+changes`` when the working tree differs; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repository,
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
+def device_label(device: str | torch.device = "cpu") -> str:
+    """``"NVIDIA H100 80GB HBM3"`` for a CUDA device, ``"cpu (2 threads)"`` otherwise."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    """Versions of plinknet and of the libraries that change its numbers."""
+    import rasterio
+    import segmentation_models_pytorch as smp
+
+    import plinknet
+
+    found = {"plinknet": plinknet.__version__, "torch": torch.__version__,
+             "segmentation_models_pytorch": smp.__version__, "rasterio": rasterio.__version__,
+             "numpy": np.__version__, "python": platform.python_version()}  # fmt: skip
+    return {name: str(version) for name, version in found.items()}  # plain str: torch's is a subclass
+
+
+def data_checksum(root: str | os.PathLike) -> str:
+    """SHA-256 over the relative path and bytes of every file under ``AerialImageDataset/train``.
+
+    Reads every byte (about a minute for Inria's 18 GB); two folders with the same checksum
+    hold the same tiles, masks and lab labels.
+    """
+    root = Path(root)
+    base = root / "AerialImageDataset" if (root / "AerialImageDataset").is_dir() else root
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (base / "train").rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def provenance(device: str | torch.device = "cpu", data_dir: str | os.PathLike | None = None) -> dict:
+    """Commit, versions, device, CPU count, date and (with ``data_dir``) the data checksum."""
+    record = {"commit": git_commit(), **versions(), "device": device_label(device), "cpu_cores": os.cpu_count(),
+              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
+    if data_dir is not None:
+        record["data_sha256"] = data_checksum(data_dir)
+    return record

@@ -1,0 +1,80 @@
+"""plinknet evaluate: whole tiles, shared among torchrun processes, reports that survive write errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from plinknet.evaluate import evaluate_checkpoint
+from plinknet.model import PLinkNet
+from plinknet.train import save_atomic
+
+FIXTURE = Path(__file__).parent / "data" / "inria"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = PLinkNet(encoder_name="resnet18")
+    with torch.no_grad():  # a prediction with both classes in it
+        model.decoder.classifier.weight.mul_(20)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "config": {"crop_size": 64}},
+                path)  # fmt: skip
+    return path
+
+
+def run(cmd, timeout=240):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc.returncode, stdout, stderr
+
+
+def evaluate_cli(*args, launcher=(sys.executable,)):
+    return run([*launcher, "-m", "plinknet", "evaluate", *map(str, args), "--device", "cpu", "--quiet"])
+
+
+def test_torchrun_shares_tiles_and_gives_the_single_process_report(checkpoint, tmp_path):
+    code, _, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
+                                   "--out", tmp_path / "one.json")  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    code, stdout, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
+                                        "--out", tmp_path / "two.json", launcher=TORCHRUN)  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    assert stdout.count("overall") == 1  # rank 0 alone prints
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert (one.pop("world_size"), two.pop("world_size")) == (1, 2)
+    one.pop("seconds"), two.pop("seconds")
+    assert one == two
+    assert set(one["per_tile"]) == {"austin1", "austin6", "tyrol-w1", "tyrol-w6"}
+    assert sum(one["overall"][k] for k in ("tp", "fp", "fn", "tn")) == 4 * 64 * 80
+    assert 0 < one["overall"]["tp"] and 0 < one["overall"]["tn"]
+
+
+def test_named_tiles_only(checkpoint):
+    report = evaluate_checkpoint(checkpoint, FIXTURE, device="cpu", progress=False, tiles=["tyrol-w6"])
+    assert list(report["per_tile"]) == ["tyrol-w6"] and list(report["per_city"]) == ["tyrol-w"]
+    assert report["split"] == "tiles" and report["window"] == 64  # the checkpoint's training crop
+    with pytest.raises(ValueError, match="vienna9"):
+        evaluate_checkpoint(checkpoint, FIXTURE, device="cpu", progress=False, tiles=["vienna9"])
+
+
+def test_results_are_shown_even_when_the_report_cannot_be_written(checkpoint, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, stdout, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint,
+                                        "--out", blocker / "metrics.json")  # fmt: skip
+    assert code == 1 and "overall" in stdout
+    assert "results are above" in stderr and stderr.count("\n") == 1
+    code, stdout, _ = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--out", tmp_path / "new" / "m.json")
+    assert code == 0 and json.loads((tmp_path / "new" / "m.json").read_text())["split"] == "val"

@@ -1,0 +1,167 @@
+"""``plinknet predict`` as a user types it: both forms, every option checked, many scenes, torchrun."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from predict_scenes import blobs, write_scene
+
+from plinknet.cli import build_parser, main
+from plinknet.model import PLinkNet
+from plinknet.train import save_atomic
+
+# tiny windows on purpose (fast): the pyramid's warning about centre maps smaller than its bins is expected
+pytestmark = pytest.mark.filterwarnings("ignore:the pyramid's centre map")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny windows run fastest on one thread, and do not stall when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = PLinkNet(encoder_name="resnet18").eval()
+    with torch.no_grad():
+        net.decoder.classifier.weight.mul_(20)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_atomic({"model": net.state_dict(), "model_config": net.config.to_dict(), "config": {"crop_size": 64}}, path)
+    return path
+
+
+@pytest.fixture()
+def scenes(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    return [write_scene(folder / f"tile{k}.tif", blobs(96, 80 + 16 * k, seed=k)) for k in range(3)]
+
+
+def predict(capsys, *args):
+    code = main(["predict", *map(str, args), "--quiet", "--device", "cpu", "--backend", "torch"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tags(path):
+    with rasterio.open(path) as dst:
+        return dst.tags()
+
+
+def test_single_scene_form_and_window_from_checkpoint(tmp_path, capsys, checkpoint, scenes):
+    code, out, err = predict(capsys, "--checkpoint", checkpoint, scenes[0], tmp_path / "m.tif", "--geojson")
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "m.tif") and (tmp_path / "m.geojson").is_file()
+    assert tags(tmp_path / "m.tif")["plinknet_window"] == "64"  # the training crop, not 512
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0], tmp_path / "o.tif", "--overlap", "20",
+                           "--batch-size", "1")  # fmt: skip
+    assert code == 0, err
+    assert tags(tmp_path / "o.tif")["plinknet_overlap"] == "20"  # honoured without --window
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--overlap", "64"], "--overlap"),  # not smaller than the checkpoint's 64 px crop
+        (["--window", "96", "--overlap", "100"], "--overlap"),
+        (["--window", "8"], "--window"),
+        (["--threshold", "1"], "--threshold"),
+        (["--simplify", "-1"], "--simplify"),
+    ],
+)
+def test_bad_options_are_one_line_naming_the_option(tmp_path, capsys, checkpoint, scenes, options, named):
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0], tmp_path / "m.tif", *options)
+    assert code == 1 and named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_never_overwrites_the_scene_or_the_checkpoint(tmp_path, capsys, checkpoint, scenes):
+    before = scenes[0].read_bytes(), checkpoint.read_bytes()
+    geojson_on_scene = [scenes[0], tmp_path / "m.tif", "--geojson", scenes[0]]
+    for args in ([scenes[0], scenes[0]], [scenes[0], checkpoint], geojson_on_scene):
+        code, _, err = predict(capsys, "--checkpoint", checkpoint, *args)
+        assert code == 1 and "refusing to write" in err, err
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", scenes[0].parent,
+                           "--probabilities")  # fmt: skip
+    assert code == 0, err  # S_probability.tif beside S.tif: allowed, nothing clobbered
+    assert (scenes[0].read_bytes(), checkpoint.read_bytes()) == before
+
+
+def test_forms_are_told_apart(tmp_path, capsys, checkpoint, scenes):
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, *scenes)
+    assert code == 1 and "--out-dir" in err, err
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0], "--out-dir", tmp_path / "o", "--geojson",
+                           tmp_path / "x.geojson")  # fmt: skip
+    assert code == 1 and "without a path" in err, err
+
+
+def test_many_scenes_folders_globs_and_resume(tmp_path, capsys, checkpoint, scenes):
+    extra = write_scene(tmp_path / "other.tif", blobs(70, 70, seed=9))
+    out_dir = tmp_path / "out"
+    code, out, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, str(tmp_path / "oth*.tif"),
+                             "--out-dir", out_dir, "--geojson")  # fmt: skip
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    stems = ["other", "tile0", "tile1", "tile2"]
+    assert names == sorted([f"{s}_buildings.tif" for s in stems] + [f"{s}_buildings.geojson" for s in stems])
+    assert len(out.split()) == 4 and "4 scene(s) predicted, 0 already complete" in err
+    with rasterio.open(extra) as src, rasterio.open(out_dir / "other_buildings.tif") as dst:
+        assert dst.crs == src.crs and dst.transform == src.transform and dst.shape == src.shape
+    stamps = {p: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    (out_dir / "tile1_buildings.geojson").unlink()  # polygons missing: traced again from the mask
+    (out_dir / "tile2_buildings.tif").unlink()  # an interrupted run: that scene is predicted again
+    code, out, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, str(tmp_path / "oth*.tif"),
+                             "--out-dir", out_dir, "--geojson")  # fmt: skip
+    assert code == 0 and "2 scene(s) predicted, 2 already complete" in err, err
+    assert stamps[out_dir / "other_buildings.tif"] == (out_dir / "other_buildings.tif").stat().st_mtime_ns
+    assert stamps[out_dir / "tile1_buildings.tif"] == (out_dir / "tile1_buildings.tif").stat().st_mtime_ns
+    assert (out_dir / "tile1_buildings.geojson").is_file() and (out_dir / "tile2_buildings.tif").is_file()
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, tmp_path / "nowhere", "--out-dir", out_dir)
+    assert code == 1 and "nowhere" in err
+
+
+def test_torchrun_splits_scenes_between_ranks(tmp_path, capsys, checkpoint, scenes):
+    """Two CPU processes under torchrun (no process group needed): scenes r::2 each, equal to one process."""
+    cmd = [*TORCHRUN, "-m", "plinknet", "predict", "--checkpoint", str(checkpoint), str(scenes[0].parent),
+           "--out-dir", str(tmp_path / "two"), "--device", "cpu", "--backend", "torch", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", tmp_path / "one")
+    assert code == 0, err
+    ranks = {}
+    for scene in scenes:
+        name = f"{scene.stem}_buildings.tif"
+        ranks[scene.stem] = tags(tmp_path / "two" / name)["plinknet_rank"]
+        with rasterio.open(tmp_path / "two" / name) as a, rasterio.open(tmp_path / "one" / name) as b:
+            assert np.array_equal(a.read(1), b.read(1))
+    assert ranks == {"tile0": "0", "tile1": "1", "tile2": "0"}
+    assert "rank 0: 2 scene(s) predicted" in stderr and "rank 1: 1 scene(s) predicted" in stderr
+
+
+def test_help_says_what_each_option_does():
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and len(action.help) > 15, action.option_strings
+    text = sub.format_help()
+    for option in ("--out-dir", "--geojson-wgs84", "--simplify", "--scale", "--overwrite", "--window", "--overlap",
+                   "--batch-size", "--backend", "torchrun", "INPUT OUTPUT"):  # fmt: skip
+        assert option in text
