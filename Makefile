@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA := data/synthetic
-NOTEBOOKS := $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
 .PHONY: venv test test-all book notebooks html data lint bench rehearsal ablation paper clean repo-url
 
@@ -36,6 +36,10 @@ notebooks: venv data
 		echo "== papermill $$nb"; \
 		$(VENV)/bin/papermill --cwd book -k python3 $$nb $$nb || exit 1; \
 	done
+	@echo "# The exact versions of the environment that executed the book (written by make book)." > requirements-lock.txt
+	@echo "# To rerun with them: pip install -r requirements-lock.txt && pip install --no-deps -e ." >> requirements-lock.txt
+	@echo "# torch's build may not exist for your machine: then install torch as usual and the rest from here." >> requirements-lock.txt
+	$(PY) -m pip freeze --exclude-editable >> requirements-lock.txt
 
 html: venv
 	$(VENV)/bin/jupyter-book build . -W --keep-going

@@ -293,51 +293,57 @@ def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
     return folder
 
 
-def loader_overhead(dataset: InriaDataset, indices: list[int]) -> dict:
+def loader_overhead(dataset: InriaDataset, indices: list[int], batch_size: int = 16) -> dict:
     """Per-crop time of ``dataset[i]`` against bare rasterio reads of the same windows, in one run.
 
     The bare read is what any loader must do: ``read(window=...)`` of the image and
-    ``read(1, window=...)`` of the mask, with files opened once. GDAL's block cache is off
-    for both sides (every crop decodes its blocks, as on a dataset far larger than any
-    cache), the two sides alternate crop by crop and change order every crop, and one pass of
-    bare reads first brings the files into the page cache.
+    ``read(1, window=...)`` of the mask, with files opened once. Three sides are timed over the
+    same windows, batch by batch, their order rotating from batch to batch so that changes in
+    machine load hit all alike: the bare reads, ``dataset[i]``, and ``dataset[i]`` collated into
+    a batch as the DataLoader does. GDAL's block cache is off (every crop decodes its blocks, as
+    on a dataset far larger than any cache), and one pass of bare reads first brings the files
+    into the page cache.
 
     Returns:
-        ``{"bare_ms", "loader_ms", "collated_ms", "ratio", "collated_ratio"}``; the collated
-        figures time a DataLoader (no workers, batches of 16) over the same crops.
+        ``{"bare_ms", "loader_ms", "collated_ms", "ratio", "collated_ratio"}``, times per crop.
     """
-    draws = [dataset.draw(i) for i in indices]
+    from plinknet.data import collate_crops
+
+    draws = {i: dataset.draw(i) for i in indices}
     handles: dict[Path, rasterio.io.DatasetReader] = {}
 
-    def bare(d: dict) -> None:
-        tile = dataset.tiles[d["tile"]]
-        window = rasterio.windows.Window(d["col"], d["row"], d["width"], d["height"])
-        for path, bands in ((tile.image_path, None), (tile.mask_path, 1)):
-            if path not in handles:
-                handles[path] = rasterio.open(path)
-            handles[path].read(bands, window=window)
+    def bare(batch: list[int]) -> None:
+        for i in batch:
+            d = draws[i]
+            tile = dataset.tiles[d["tile"]]
+            window = rasterio.windows.Window(d["col"], d["row"], d["width"], d["height"])
+            for path, bands in ((tile.image_path, None), (tile.mask_path, 1)):
+                if path not in handles:
+                    handles[path] = rasterio.open(path)
+                handles[path].read(bands, window=window)
 
-    bare_s = loader_s = 0.0
+    sides = {
+        "bare": bare,
+        "loader": lambda batch: [dataset[i] for i in batch],
+        "collated": lambda batch: collate_crops([dataset[i] for i in batch]),
+    }
+    seconds = dict.fromkeys(sides, 0.0)
+    batches = [indices[k : k + batch_size] for k in range(0, len(indices), batch_size)]
     with rasterio.Env(GDAL_CACHEMAX=0), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for d in draws:  # the page cache, not the disk, for both sides
-            bare(d)
-        for k, (i, d) in enumerate(zip(indices, draws)):
-            for side in ((0, 1) if k % 2 else (1, 0)):
+        bare(indices)  # the page cache, not the disk, for every side
+        for k, batch in enumerate(batches):
+            names = list(sides)[k % 3 :] + list(sides)[: k % 3]
+            for name in names:
                 start = time.perf_counter()
-                bare(d) if side == 0 else dataset[i]
-                elapsed = time.perf_counter() - start
-                bare_s, loader_s = (bare_s + elapsed, loader_s) if side == 0 else (bare_s, loader_s + elapsed)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=16)
-        start = time.perf_counter()
-        for _ in loader:
-            pass
-        collated_s = time.perf_counter() - start
+                sides[name](batch)
+                seconds[name] += time.perf_counter() - start
     for handle in handles.values():
         handle.close()
     n = len(indices)
-    return {"bare_ms": 1000 * bare_s / n, "loader_ms": 1000 * loader_s / n, "collated_ms": 1000 * collated_s / n,
-            "ratio": loader_s / bare_s, "collated_ratio": collated_s / bare_s}  # fmt: skip
+    return {"bare_ms": 1000 * seconds["bare"] / n, "loader_ms": 1000 * seconds["loader"] / n,
+            "collated_ms": 1000 * seconds["collated"] / n, "ratio": seconds["loader"] / seconds["bare"],
+            "collated_ratio": seconds["collated"] / seconds["bare"]}  # fmt: skip
 
 
 def loader_throughput(dataset: InriaDataset, n: int, workers: int, batch_size: int = 16) -> dict:

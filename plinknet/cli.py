@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> None:
         given = read_yaml_mapping(args.config) if args.config else {}
         given.update(_overrides(args, TrainConfig))
         if args.resume:  # the saved recipe, changed only where an option was given
-            config = TrainConfig.from_run(given.get("out_dir", TrainConfig.out_dir), **given)
+            config = TrainConfig.from_run(given.pop("out_dir", TrainConfig.out_dir), **given)
         else:
             config = TrainConfig.from_dict(given)
         print(train(config, resume=args.resume, overwrite=args.overwrite))
@@ -319,6 +319,10 @@ def run(args: argparse.Namespace) -> None:
                    "train": {"workers": args.workers, "batch": args.batch_size, "steps": args.steps,
                              "compile": args.compile}}.get(args.what, {})  # fmt: skip
         options = {k: v for k, v in options.items() if v is not None}
+        for flag, value, low in (("--workers", args.workers, 0), ("--crops", args.crops, 1),
+                                 ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1)):  # fmt: skip
+            if value is not None and value < low:
+                raise ValueError(f"{flag} must be at least {low}, got {value}")
         result = bench.run(args.what, device=args.device, data_dir=args.data, **options)
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
@@ -339,6 +343,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     if rank != 0:
         return
     print(format_table(report))
+    if "lab" in report:  # the synthetic sample's lab labels
+        from plinknet.lab import format_lab_table
+
+        print(format_lab_table({Path(args.checkpoint).stem: report["lab"]["rates"]}, report["lab"]["counts"]))
     print(f"(IoU: building class over all pixels; mIoU: mean of building and background IoU; data {args.data}, "
           f"{report['split']} tiles, device {report['device']}, {report['world_size']} process(es))")  # fmt: skip
     name = "metrics.json" if args.split == "val" and not args.tiles else f"metrics-{report['split']}.json"

@@ -693,6 +693,22 @@ class InriaDataset(torch.utils.data.Dataset):
         return self._handles[path]
 
 
+def collate_crops(items: list[dict]) -> dict:
+    """Stack :class:`InriaDataset` items into a batch with plain memory copies.
+
+    The same result as ``torch.utils.data.default_collate``, but through ``numpy.stack``:
+    ``torch.stack`` of uint8 crops runs a multi-threaded kernel that, on a busy machine with
+    few cores (a DataLoader without workers, next to training), took 250 ms per batch of 16
+    where the copies take 3 ms.
+    """
+    batch = {key: torch.from_numpy(np.stack([item[key].numpy() for item in items]))
+             for key in ("image", "mask", "window")}  # fmt: skip
+    batch["side"] = torch.tensor([int(item["side"]) for item in items])
+    batch["city"] = [item["city"] for item in items]
+    batch["tile"] = [item["tile"] for item in items]
+    return batch
+
+
 def worker_init(worker_id: int | None = None) -> None:
     """DataLoader ``worker_init_fn``: bound GDAL's block cache in each worker process."""
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)

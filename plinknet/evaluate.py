@@ -29,6 +29,7 @@ from plinknet.data import find_tiles, read_mask
 from plinknet.lab import COUNT_KEYS, lab_paths, lab_rates, sum_counts, tile_lab_counts
 from plinknet.metrics import BinaryConfusion, metrics_from_counts
 from plinknet.predict import PredictConfig, predict_scene
+from plinknet.scenes import NoCRSWarning
 from plinknet.train import load_checkpoint, resolve_device
 
 
@@ -77,6 +78,7 @@ def evaluate_tiles(
         tile = every[i]
         with warnings.catch_warnings():  # tiles need no georeference to be scored
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            warnings.simplefilter("ignore", NoCRSWarning)
             prob = predict_scene(model, tile.image_path, config, device=device, progress=False)
         mask = torch.from_numpy(read_mask(tile.mask_path))[None, None]  # (1, 1, H, W)
         logits = torch.logit(torch.from_numpy(prob).clamp(1e-7, 1 - 1e-7))[None, None]
@@ -143,7 +145,7 @@ def evaluate_checkpoint(
     window and ``world_size``.
     """
     model, state = load_checkpoint(checkpoint)
-    config = config or PredictConfig(window=state["config"].get("crop_size", 512))
+    config = (config or PredictConfig()).for_checkpoint(state["config"].get("crop_size"))  # the training crop
     started = time.perf_counter()
     report = evaluation_report(evaluate_tiles(model, data_dir, split, config, device, progress, tiles))
     dev = resolve_device(device)

@@ -65,6 +65,7 @@ class PyramidPooling(nn.Module):
         if not bins:
             raise ValueError("PyramidPooling needs at least one bin; use pyramid_bins=() to drop it")
         self.bins = tuple(bins)
+        self._warned: set[tuple[int, int]] = set()
         reduced = in_channels // len(bins)
         self.levels = nn.ModuleList(
             nn.Sequential(
@@ -82,7 +83,8 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, h, w) = (B, 512, 16, 16)
         size = x.shape[-2:]
-        if min(size) < max(self.bins) and not torch.compiler.is_compiling():
+        if min(size) < max(self.bins) and not torch.compiler.is_compiling() and tuple(size) not in self._warned:
+            self._warned.add(tuple(size))  # once per size and module: not on every forward pass
             warnings.warn(
                 f"the pyramid's centre map is {size[0]} x {size[1]}, smaller than its largest bin "
                 f"({max(self.bins)}): that level upsamples instead of pooling. Use inputs of at least "

@@ -11,9 +11,22 @@ from matplotlib.patches import FancyBboxPatch, Patch
 
 from plinknet.data import IMAGENET_MEAN, IMAGENET_STD
 
-# error-map colours: true positive, false positive, false negative (true negative stays grey image)
-ERROR_COLOURS = {"true positive": (0.10, 0.75, 0.25), "false positive": (0.90, 0.15, 0.15),
-                 "false negative": (0.15, 0.45, 0.95)}  # fmt: skip
+# Okabe and Ito's colour-blind-safe palette (Okabe & Ito 2008, "Color Universal Design")
+OKABE_ITO = {"orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "black": "#000000"}  # fmt: skip
+# error maps: bright yellow, dark vermillion and blue stay apart under deuteranopia, protanopia and
+# tritanopia alike (differ in lightness as well as hue); true negatives stay the dimmed grey image
+ERROR_COLOURS = {"true positive": OKABE_ITO["yellow"], "false positive": OKABE_ITO["vermillion"],
+                 "false negative": OKABE_ITO["blue"]}  # fmt: skip
+MODEL_COLOURS = {"P-LinkNet": OKABE_ITO["blue"], "LinkNet34": OKABE_ITO["orange"]}
+
+
+def _rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)], np.float32)
+
+
+def model_colour(name: str, index: int) -> str:
+    return MODEL_COLOURS.get(name, list(OKABE_ITO.values())[index % 8])
 
 
 def denormalize(image: torch.Tensor) -> np.ndarray:
@@ -41,7 +54,7 @@ def error_map(prediction: np.ndarray, truth: np.ndarray, image: np.ndarray | Non
         grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
         out = np.repeat(0.15 + 0.35 * grey, 3, axis=-1)
     for colour, where in zip(ERROR_COLOURS.values(), (pred & true, pred & ~true, ~pred & true)):
-        out[where] = colour
+        out[where] = _rgb(colour)
     return out
 
 
@@ -102,7 +115,7 @@ def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "") ->
     """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``)."""
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (name, rows) in enumerate(histories.items()):
-        colour = f"C{i}"
+        colour = model_colour(name, i)
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=colour, label=f"{name} train")
         ax_loss.plot(epochs, [r["val_loss"] for r in rows], "--s", color=colour, label=f"{name} validation")
@@ -162,7 +175,7 @@ def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: s
     for i, name in enumerate(names):
         values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
         values.append(100 * reports[name]["overall"][metric])
-        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=f"C{i}")
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=model_colour(name, i))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, cities)
     ax.set_ylabel(f"{metric} (%)")
@@ -258,4 +271,129 @@ def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: s
         arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
         ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=7, color="grey")
     ax.set_title(title)
+    return fig
+
+
+def plot_grid(image: np.ndarray, mask: np.ndarray, crop_size: int, title: str = "") -> plt.Figure:
+    """A tile with its buildings tinted and the validation grid of ``crop_size`` crops drawn on it."""
+    from matplotlib.patches import Rectangle
+
+    from plinknet.data import grid_windows
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(overlay(image, mask))
+    for row, col in grid_windows(*mask.shape, crop_size):
+        ax.add_patch(Rectangle((col, row), crop_size, crop_size, fill=False, ec=OKABE_ITO["yellow"], lw=1.5))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(summary: Mapping, metrics: Sequence[str] = ("iou", "miou", "f1")) -> plt.Figure:
+    """An archived ablation (``summary.json``): each seed's score per network, and the paired gap.
+
+    Left panels: one point per seed and network, the mean as a bar. Right panel: the per-seed
+    gaps (P-LinkNet minus LinkNet34), their mean with the 95 % bootstrap interval, and the
+    paper's +0.22.
+    """
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(3.6 * (len(metrics) + 1), 3.8),
+                             gridspec_kw={"width_ratios": [1] * len(metrics) + [1.3]})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes, metrics):
+        for i, (name, m) in enumerate(summary["models"].items()):
+            values = m[f"{metric}_per_seed"]
+            ax.bar(i, m[f"{metric}_mean"], 0.6, color=model_colour(name, i), alpha=0.35)
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=model_colour(name, i), zorder=3, s=22)
+        ax.set_xticks(range(len(summary["models"])), list(summary["models"]), fontsize=9)
+        low = min(min(m[f"{metric}_per_seed"]) for m in summary["models"].values())
+        high = max(max(m[f"{metric}_per_seed"]) for m in summary["models"].values())
+        ax.set_ylim(max(0, low - (high - low) - 2), min(100, high + (high - low) + 2))
+        ax.set_title(f"{metric} per seed (points)", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    ax = axes[-1]
+    for row, metric in enumerate(metrics):
+        gaps = summary[f"gap_{metric}_per_seed"]
+        low, high = summary[f"gap_{metric}_ci95"]
+        ax.scatter(gaps, [row + rng.uniform(-0.08, 0.08) for _ in gaps], color=OKABE_ITO["sky blue"], s=18, zorder=3)
+        ax.errorbar(summary[f"gap_{metric}_mean"], row, xerr=[[summary[f"gap_{metric}_mean"] - low],
+                    [high - summary[f"gap_{metric}_mean"]]], fmt="o", color="black", capsize=4, zorder=4)  # fmt: skip
+    ax.axvline(0, color="grey", lw=1)
+    ax.axvline(summary.get("paper_gap", 0.22), color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label="paper: +0.22")
+    ax.set_yticks(range(len(metrics)), metrics)
+    ax.set_ylim(-0.6, len(metrics) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)")
+    ax.set_title("gap: seeds, mean, 95 % interval", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lab(summary: Mapping) -> plt.Figure:
+    """The lab metrics of an archived ablation: recall by building size and false positives on look-alikes.
+
+    One point per seed, the mean as a bar, per network; ``summary["lab"]`` must exist (the
+    synthetic sample's labels).
+    """
+    lab = summary["lab"]
+    sizes = [f"recall_{size}" for size in lab["size_classes_m2"]]
+    kinds = ["fp_rate"] + [k for k in next(iter(lab["models"].values())) if k.startswith("fp_rate_")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [len(sizes), len(kinds)]})
+    rng = np.random.default_rng(0)
+    names = list(lab["models"])
+    width = 0.8 / len(names)
+    for ax, rates, label in ((axes[0], sizes, "recall (%)"), (axes[1], kinds, "false-positive rate (%)")):
+        for i, name in enumerate(names):
+            x = np.arange(len(rates)) + (i - (len(names) - 1) / 2) * width
+            means = [lab["models"][name][r]["mean"] for r in rates]
+            ax.bar(x, [m if m is not None else 0 for m in means], width, color=model_colour(name, i), alpha=0.35,
+                   label=name)  # fmt: skip
+            for xi, r in zip(x, rates):
+                points = [v for v in lab["models"][name][r]["per_seed"] if v is not None]
+                ax.scatter(xi + rng.uniform(-width / 5, width / 5, len(points)), points, s=14,
+                           color=model_colour(name, i), zorder=3)  # fmt: skip
+        ax.set_xticks(range(len(rates)), [r.replace("recall_", "").replace("fp_rate_", "").replace("fp_rate", "all")
+                                          for r in rates])  # fmt: skip
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    low, high = lab["size_classes_m2"]["medium"]
+    axes[0].set_title(f"buildings found, by size (small < {low:g} m² <= medium < {high:g} m² <= large)", fontsize=10)
+    axes[1].set_title("look-alike pixels predicted as building", fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lab_tile(image: np.ndarray, instances: np.ndarray, distractors: np.ndarray, pixel_area_m2: float = 0.09,
+                  title: str = "") -> plt.Figure:  # fmt: skip
+    """A synthetic tile and its lab labels: buildings coloured by size class, look-alikes by kind."""
+    from plinknet.lab import SIZE_CLASSES_M2
+    from plinknet.synthetic import LOOKALIKE_KINDS
+
+    grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
+    labels = np.repeat(0.2 + 0.5 * grey, 3, axis=-1)
+    areas = np.bincount(instances.ravel()) * pixel_area_m2  # m^2 per instance id
+    size_colours = dict(zip(SIZE_CLASSES_M2, (OKABE_ITO["sky blue"], OKABE_ITO["blue"], OKABE_ITO["reddish purple"])))
+    handles = []
+    for size, (low, high) in SIZE_CLASSES_M2.items():
+        ids = np.flatnonzero((areas >= low) & (areas < high))
+        labels[np.isin(instances, ids[ids > 0])] = _rgb(size_colours[size])
+        handles.append(Patch(color=size_colours[size], label=f"{size} building ({low:g}-{high:g} m²)"))
+    kind_colours = (OKABE_ITO["orange"], OKABE_ITO["yellow"], OKABE_ITO["bluish green"], OKABE_ITO["vermillion"])
+    for (code, kind), colour in zip(LOOKALIKE_KINDS.items(), kind_colours):
+        labels[distractors == code] = _rgb(colour)
+        handles.append(Patch(color=colour, label=f"look-alike: {kind}"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    axes[1].imshow(labels)
+    axes[1].set_title("lab labels")
+    for ax in axes:
+        ax.axis("off")
+    fig.legend(handles=[h for h in handles], loc="lower center", ncol=4, frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

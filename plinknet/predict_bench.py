@@ -169,6 +169,7 @@ def bench_prediction(
         "extrapolated": tile_size != 5000,
         "peak_rss_mb": {str(k): v for k, v in peaks.items()},
         "peak_rss_difference_mb": peaks[large] - peaks[small],
+        "peak_rss_ratio": peaks[large] / peaks[small],
     }
     _print(result, memory_sizes)
     return result
@@ -185,4 +186,5 @@ def _print(r: dict, memory_sizes: tuple[int, int]) -> None:
     note = f", extrapolated by pixel count from {r['tile_size']}x{r['tile_size']}" if r["extrapolated"] else ""
     print(f"  {r['seconds_per_5000_tile']:.1f} s per 5000x5000 tile (whole process{note})")
     print(f"  peak RSS: {s}x{s} {r['peak_rss_mb'][str(s)]} MB, {big}x{big} {r['peak_rss_mb'][str(big)]} MB: "
-          f"difference {r['peak_rss_difference_mb']} MB (target <= 300)")  # fmt: skip
+          f"difference {r['peak_rss_difference_mb']} MB (target <= 300), ratio {r['peak_rss_ratio']:.2f} for "
+          f"{(big / s) ** 2:.0f}x the pixels")  # fmt: skip

@@ -19,13 +19,20 @@ import torch
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+COMPUTING_PATHS = ("plinknet", "pyproject.toml", "book/params")  # changes here change the numbers
+
+
 def git_commit(repository: str | os.PathLike = REPOSITORY) -> str:
-    """The checked-out commit, with ``+changes`` when the working tree differs; ``unknown`` outside git."""
+    """The checked-out commit, with ``+changes`` when the code differs from it; ``unknown`` outside git.
+
+    Only ``COMPUTING_PATHS`` count: executing the book rewrites its notebooks, which is no change
+    of the code that made the numbers.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repository,
-                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *COMPUTING_PATHS],
+                               cwd=repository, capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+changes" if dirty else "")

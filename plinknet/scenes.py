@@ -36,6 +36,10 @@ BLOCK = 256  # GeoTIFF tile size of the outputs
 GDAL_CACHE_MB = 64  # GDAL's block cache while predicting: its default (5% of RAM) would grow with the scene
 
 
+class NoCRSWarning(UserWarning):
+    """A scene has no coordinate reference system: its outputs are in pixel coordinates."""
+
+
 class SceneReader:
     """Reads bands of rows of an RGB(A) raster, or of an in-memory (H, W, 3|4) uint8 array.
 
@@ -83,7 +87,7 @@ class SceneReader:
             src.count >= 4 and src.colorinterp[3] == rasterio.enums.ColorInterp.alpha
         )
         if self.crs is None:
-            warnings.warn(f"{path} has no CRS: outputs are in pixel coordinates", UserWarning, stacklevel=2)
+            warnings.warn(f"{path} has no CRS: outputs are in pixel coordinates", NoCRSWarning, stacklevel=2)
 
     def read(self, row: int, height: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows ``row`` .. ``row + height``: pixels (h, W, 3) uint8 and valid (h, W) bool (None: all valid)."""
@@ -149,12 +153,13 @@ def scene_outputs(scenes: list[Path], out_dir: Path, probabilities: bool, geojso
 
 
 def refuse_overwriting(outputs: list[Path | None], protected: dict[str, list[Path]]) -> None:
-    """Raise ValueError when an output is also a protected file (an input scene, the checkpoint)."""
+    """Raise ValueError when an output is also a protected file (an input scene, the checkpoint) or another output."""
     keep = {p.resolve(): (what, p) for what, paths in protected.items() for p in paths}
     for output in filter(None, outputs):
         hit = keep.get(Path(output).resolve())
         if hit:
             raise ValueError(f"refusing to write {output}: it is the {hit[0]} {hit[1]}; choose another output path")
+        keep[Path(output).resolve()] = ("output", output)
 
 
 # --------------------------------------------------------------------------- GeoTIFF output, streamed
@@ -239,6 +244,16 @@ def polygon_area(geometry: dict) -> float:
     return _ring_area(outer) - sum(_ring_area(h) for h in holes)
 
 
+def _right_hand(rings: list) -> list:
+    """Rings oriented as RFC 7946 requires: the exterior counterclockwise, holes clockwise (lon/lat axes)."""
+
+    def signed(ring):
+        x, y = np.asarray(ring, dtype=np.float64).T
+        return np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])
+
+    return [r if (signed(r) > 0) == (i == 0) else r[::-1] for i, r in enumerate(rings)]
+
+
 def _douglas_peucker(points: np.ndarray, tolerance: float) -> np.ndarray:
     """Keep the points of an open polyline (n, 2) that lie farther than ``tolerance`` from the simplified line."""
     if len(points) < 3:
@@ -280,7 +295,8 @@ def _features(shapes, transform_area, crs, simplify: float | None, wgs84: bool) 
                 geometry = {"type": "Polygon", "coordinates": [r for r in rings if r is not None]}
         if wgs84:
             geometry = rasterio.warp.transform_geom(crs, "EPSG:4326", geometry, precision=7)
-            geometry = {"type": "Polygon", "coordinates": [[list(p) for p in r] for r in geometry["coordinates"]]}
+            geometry = {"type": "Polygon", "coordinates": _right_hand([[list(p) for p in r]
+                                                                       for r in geometry["coordinates"]])}  # fmt: skip
         yield {"type": "Feature", "properties": {"building": 1, "area_m2": area}, "geometry": geometry}
 
 

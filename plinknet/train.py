@@ -37,6 +37,7 @@ from plinknet.data import (
     InriaDataset,
     build_cache,
     check_tiles,
+    collate_crops,
     prepare_batch,
     worker_init,
 )
@@ -49,7 +50,7 @@ SYNC_EVERY = 10  # training steps between looks at the loss (progress bar, NaN c
 HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", *METRIC_NAMES, "seconds", "images_per_s",
 )  # fmt: skip
-RUN_FILES = ("config.yaml", "history.csv", "last.pt", "best.pt")  # what makes a folder a run
+RUN_FILES = ("history.csv", "last.pt", "best.pt")  # what makes a folder a run (a config.yaml alone does not)
 SAFE_ON_RESUME = ("epochs", "workers", "progress", "device", "out_dir", "cache_dir")  # results unchanged
 
 
@@ -100,6 +101,12 @@ class TrainConfig:
         """Check every value's range; raises :class:`ConfigError` naming the first bad option."""
         check(bool(self.data_dir), "data_dir", "a folder", self.data_dir)
         check(bool(self.out_dir), "out_dir", "a folder", self.out_dir)
+        known = smp_encoder_names()
+        check(self.encoder_name in known, "encoder_name", f"a segmentation-models-pytorch encoder such as "
+              f"resnet34 or resnet18 ({len(known)} known)", self.encoder_name)  # fmt: skip
+        weights = self.encoder_weights
+        check(weights in (None, "imagenet") or Path(weights).is_file(), "encoder_weights",
+              "imagenet, none, or the path of a local .pth/.safetensors file", weights)  # fmt: skip
         check(all(b >= 1 for b in self.pyramid_bins), "pyramid_bins", "bin sizes of at least 1 (none for LinkNet34)",
               list(self.pyramid_bins))  # fmt: skip
         bins, crop = list(self.pyramid_bins), self.crop_size
@@ -166,6 +173,13 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+def smp_encoder_names() -> list[str]:
+    """The encoder names segmentation-models-pytorch knows."""
+    import segmentation_models_pytorch as smp
+
+    return smp.encoders.get_encoder_names()
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
@@ -178,10 +192,16 @@ class RunFolderError(RuntimeError):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> the local CUDA device when there is one (the rank's under torchrun), else CPU."""
+    """``"auto"`` -> the local CUDA device when there is one (the rank's under torchrun), else CPU.
+
+    Raises:
+        ValueError: a CUDA device is asked for and there is none.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -263,6 +283,7 @@ def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) 
         persistent_workers=cuda and workers > 0,
         drop_last=drop_last,
         worker_init_fn=worker_init if workers > 0 else None,
+        collate_fn=collate_crops,
         prefetch_factor=4 if workers > 0 else None,
     )
 
@@ -470,13 +491,6 @@ def train(
     state = _open_run(config, resume, overwrite)
     if config.check_data:
         check_data(config, rank, world_size)
-    distributed.barrier()  # every rank has looked at the folder before rank 0 changes it
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            for name in (*RUN_FILES, "metrics.json"):
-                (out / name).unlink(missing_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     seed_everything(config.seed)
     workers = default_workers() if config.workers is None else config.workers
     record = provenance(device) if is_main else {}  # commit, versions, device: into every checkpoint
@@ -484,6 +498,18 @@ def train(
     val_split = "select" if config.select_tiles else "val"
     train_set = InriaDataset.from_config(config.data_config, "train")
     val_set = InriaDataset.from_config(config.data_config, val_split)  # the grid of every tile, no augmentation
+    model = prepare_model(PLinkNet.from_config(config.model_config), device, config.channels_last)
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # everything that can fail on the user's input has run: now the folder changes
+    distributed.barrier()  # every rank has looked at the folder before rank 0 changes it
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in (*RUN_FILES, "config.yaml", "metrics.json"):
+                (out / name).unlink(missing_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if config.cache_dir is not None:  # each local rank decodes its share, then all use all
         local_rank, local_size = distributed.local_rank_and_size()
         tiles = train_set.tiles + val_set.tiles
@@ -496,10 +522,6 @@ def train(
                                drop_last=len(sampler) >= config.batch_size)  # fmt: skip
     val_indices = list(range(rank, len(val_set), world_size))  # a shard per process, no padding
     val_loader = make_loader(val_set, config.batch_size, val_indices, workers, device)
-
-    model = prepare_model(PLinkNet.from_config(config.model_config), device, config.channels_last)
-    if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     core = model.module if world_size > 1 else model
     step_model = torch.compile(model) if config.compile else model
     loss_fn = DiceBCELoss(config.bce_weight, config.dice_weight)

@@ -72,7 +72,8 @@ def test_ablate_command_line(lab_sample, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "95 % interval" in result.stdout and (tmp_path / "a" / "summary.json").is_file()
-    result = subprocess.run([*cmd[:7], "3", *cmd[9:]], capture_output=True, text=True, timeout=120)  # one seed: no spread
+    one_seed = [*cmd[:7], "3", *cmd[9:]]  # no spread to measure
+    result = subprocess.run(one_seed, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "two distinct seeds" in result.stderr
 
 
@@ -97,7 +98,7 @@ def test_summary_statistics_by_hand():
     assert summary["runs_for_paper_gap"] == expected_runs
     low, high = summary["gap_iou_ci95"]
     assert min(gaps) - 1e-9 <= low <= summary["gap_iou_mean"] <= high <= max(gaps) + 1e-9
-    assert verdict(summary) == "not reproduced"  # the interval lies far above +0.22
+    assert verdict(summary) == "reproduced"  # the interval lies above 0 (far above +0.22, even)
     assert verdict(None) == "not tested at paper scale"
 
 

@@ -111,3 +111,79 @@ def test_dataclass_option_help_from_comments_help():
     assert helps["flag"] == "turn it on (default: False)"
     assert vars(parser.parse_args([])) == {}  # options not given stay out of the namespace
     assert vars(parser.parse_args(["--rate", "0.1", "--no-flag"])) == {"rate": 0.1, "flag": False}
+
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "data" / "inria"
+
+
+@pytest.mark.parametrize(
+    ("args", "yaml_text", "named"),
+    [
+        (["--epochs", "0"], None, "epochs (--epochs) must be at least 1"),
+        (["--samples-per-tile", "0"], None, "samples_per_tile"),
+        (["--pyramid-bins", "0"], None, "pyramid_bins"),
+        (["--threshold", "1.5"], None, "threshold"),
+        (["--lr", "nan"], None, "lr"),
+        (["--crop-size", "100"], None, "crop_size"),
+        (["--encoder-name", "resnet-34"], None, "encoder_name"),
+        (["--encoder-weights", "missing.pth"], None, "encoder_weights"),
+        ([], "lr: 1e-3\nepochs: 0\n", "epochs"),  # lr read as a number; epochs then refused
+        ([], 'epochs: "ten"\n', "epochs (--epochs): expected an integer, got 'ten'"),
+        ([], "- lr\n- 0.1\n", "mapping of `option: value`"),
+        ([], "lr: [0.1\n", "not valid YAML at line 2"),
+        ([], "learning_rate: 0.1\n", "unknown option(s) ['learning_rate']"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(tmp_path, args, yaml_text, named):
+    out = tmp_path / "run"
+    extra = []
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+        extra = ["--config", tmp_path / "c.yaml"]
+    result = plinknet("train", "--data-dir", FIXTURE, "--out-dir", out, "--encoder-weights", "none", *extra, *args,
+                      check=False)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert named in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not out.exists()  # nothing was started
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    result = plinknet("train", "--data-dir", FIXTURE, "--out-dir", tmp_path / "run", "--resume", check=False)
+    assert result.returncode == 1 and "cannot resume" in result.stderr and "last.pt does not exist" in result.stderr
+
+
+def test_check_data_lists_every_problem(tmp_path):
+    assert "sound" in plinknet("check-data", FIXTURE, "--quiet").stdout
+    broken = tmp_path / "data"
+    __import__("shutil").copytree(FIXTURE, broken)
+    (broken / "AerialImageDataset/train/images/austin6.tif").write_bytes(b"not a tiff")
+    (broken / "AerialImageDataset/train/gt/tyrol-w1.tif").unlink()
+    result = plinknet("check-data", broken, "--quiet", check=False)
+    assert result.returncode == 1
+    assert "austin6.tif" in result.stdout and "tyrol-w1.tif" in result.stdout
+    assert "2 problem(s)" in result.stderr
+
+
+BAD_BENCH = [["train", "--steps", "0"], ["train", "--batch-size", "0"], ["data", "--workers", "-1"],
+             ["data", "--crops", "0"]]
+
+
+@pytest.mark.parametrize("args", BAD_BENCH)
+def test_bench_options_are_checked(args):
+    result = plinknet("bench", *args, check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and args[1] in result.stderr
+
+
+def test_resume_from_the_command_line_takes_the_saved_recipe(tmp_path):
+    run = tmp_path / "run"
+    common = ["--out-dir", run, "--no-progress", "--workers", "0"]
+    plinknet("train", "--data-dir", FIXTURE, "--encoder-name", "resnet18", "--encoder-weights", "none", "--epochs",
+             "1", "--crop-size", "64", "--batch-size", "2", "--samples-per-tile", "2", "--lr", "0.02",
+             *common)  # fmt: skip
+    refused = plinknet("train", "--resume", "--epochs", "2", "--lr", "0.5", *common, check=False)
+    assert refused.returncode == 1 and "lr: saved 0.02, given 0.5" in refused.stderr
+    again = plinknet("train", "--data-dir", FIXTURE, "--encoder-weights", "none", *common, check=False)
+    assert again.returncode == 1 and "already holds a run" in again.stderr
+    plinknet("train", "--resume", "--epochs", "2", *common)  # only what is typed changes
+    saved = __import__("yaml").safe_load((run / "config.yaml").read_text())
+    assert (saved["epochs"], saved["lr"], saved["crop_size"], saved["encoder_name"]) == (2, 0.02, 64, "resnet18")

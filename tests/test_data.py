@@ -478,3 +478,25 @@ def test_from_config(root):
     config = data.DataConfig(root=str(root), crop_size=32, samples_per_tile=3, seed=7)
     dataset = InriaDataset.from_config(config, "train")
     assert len(dataset) == 6 and dataset.seed == 7 and dataset.crop_size == 32
+
+
+def test_collate_crops_equals_default_collate(root):
+    dataset = InriaDataset(root, "train", crop_size=32)
+    items = [dataset[i] for i in range(5)]
+    ours, theirs = data.collate_crops(items), torch.utils.data.default_collate(items)
+    assert ours.keys() == theirs.keys()
+    for key in ("image", "mask", "window", "side"):
+        assert torch.equal(ours[key], theirs[key]) and ours[key].dtype == theirs[key].dtype
+    assert ours["tile"] == theirs["tile"] and ours["city"] == theirs["city"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prepare_batch_on_cuda_equals_cpu(root):
+    dataset = InriaDataset(root, "train", crop_size=32, scale_range=(0.6, 1.4), samples_per_tile=8)
+    batch = data.collate_crops([dataset[i] for i in range(len(dataset))])
+    on_cpu = prepare_batch(batch, torch.device("cpu"), 32)
+    on_gpu = prepare_batch({k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()},
+                           torch.device("cuda"), 32, channels_last=True)  # fmt: skip
+    torch.testing.assert_close(on_gpu[0].cpu(), on_cpu[0], atol=1e-4, rtol=0)
+    assert torch.equal(on_gpu[1].cpu(), on_cpu[1]) and torch.equal(on_gpu[2].cpu(), on_cpu[2])

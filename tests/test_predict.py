@@ -237,13 +237,14 @@ def test_predict_file_keeps_georeference_and_writes_tiled_compressed_geotiff(tmp
     assert sum(areas) == pytest.approx((mask == 255).sum() * 0.09, rel=1e-6)  # 0.3 m pixels
     x, y = collection["features"][0]["geometry"]["coordinates"][0][0]
     assert 620000 <= x <= 620000 + 280 * 0.3 and 3350000 - 300 * 0.3 <= y <= 3350000
-    probabilities = predict_file(checkpoint, src, tmp_path / "p.tif", probabilities=True,
+    probabilities = predict_file(checkpoint, src, tmp_path / "p.tif", probabilities=True, geojson=tmp_path / "p.json",
                                  config=PredictConfig(**EAGER), device="cpu", progress=False)  # fmt: skip
     with rasterio.open(probabilities) as dst:
         p = dst.read(1)
         assert dst.nodata == 255 and p.max() <= 254
     assert ((p > 127) == (mask > 0)).mean() > 0.99
-    assert not list(tmp_path.rglob("*.partial"))
+    assert json.loads((tmp_path / "p.json").read_text())["features"] == collection["features"]
+    assert not list(tmp_path.rglob("*.partial")) and not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 def test_nodata_and_alpha_become_nodata(tmp_path, checkpoint, model, monkeypatch):
@@ -319,6 +320,9 @@ def test_polygons_simplify_and_wgs84(tmp_path):
     assert "crs" not in wgs84
     lon, lat = wgs84["features"][0]["geometry"]["coordinates"][0][0]
     assert -90 < lon < -85 and 29 < lat < 31  # UTM 16N, 620 km E, 3350 km N: near Baton Rouge
+    for feature in wgs84["features"]:  # RFC 7946: exterior rings counterclockwise
+        x, y = np.asarray(feature["geometry"]["coordinates"][0]).T
+        assert np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) > 0
 
 
 def test_failed_prediction_leaves_no_file(tmp_path, checkpoint, scene, monkeypatch):
@@ -342,6 +346,16 @@ def test_output_that_is_an_input_or_the_checkpoint_is_refused(tmp_path, checkpoi
         with pytest.raises(ValueError, match="refusing to write"):
             predict_file(checkpoint, src, output, config=PredictConfig(**EAGER), device="cpu", progress=False)
     assert src.read_bytes() == before
+
+
+def test_mask_from_logits_equals_thresholded_probabilities():
+    from plinknet.predict import _mask_from_logits, sigmoid
+    from plinknet.scenes import encode_mask
+
+    logits = np.random.default_rng(0).normal(0, 3, (64, 64)).astype(np.float32)
+    logits[:5] = np.nan
+    for threshold in (0.3, 0.5, 0.9):
+        assert np.array_equal(_mask_from_logits(logits, threshold, True), encode_mask(sigmoid(logits), threshold))
 
 
 def test_large_scene_says_so_at_the_start(tmp_path, checkpoint, scene, capsys, monkeypatch):
@@ -405,10 +419,12 @@ def test_cuda_prediction_equals_cpu_prediction(model, scene):
     """bf16 on the GPU, blending on the device: the same map as fp32 on the CPU, within bf16's precision."""
     config = PredictConfig(window=128, overlap=24, **EAGER)
     cpu = predict_scene(model, scene, config, device="cpu", progress=False)
-    cuda = predict_scene(model, scene, config, device="cuda", progress=False)
+    try:
+        cuda = predict_scene(model, scene, config, device="cuda", progress=False)
+    finally:
+        model.cpu()  # the module's other tests run on the CPU
     assert np.abs(cpu - cuda).mean() < 0.01 and np.abs(cpu - cuda).max() < 0.1
     assert ((cpu > 0.5) == (cuda > 0.5)).mean() > 0.99
-    model.cpu()
 
 
 @pytest.mark.gpu

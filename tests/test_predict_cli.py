@@ -86,10 +86,42 @@ def test_bad_options_are_one_line_naming_the_option(tmp_path, capsys, checkpoint
     assert not (tmp_path / "m.tif").exists()
 
 
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys, checkpoint, scenes):
+    not_raster = tmp_path / "notes.tif"
+    not_raster.write_text("not a raster")
+    one_band = tmp_path / "gray.tif"
+    with rasterio.open(one_band, "w", driver="GTiff", height=8, width=8, count=1, dtype="uint8") as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    mismatched = tmp_path / "mismatch.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["model_config"]["pyramid_bins"] = []
+    torch.save(state, mismatched)
+    good = scenes[0]
+    cases = [
+        ((checkpoint, not_raster), "not a raster"),
+        ((checkpoint, one_band), "1 band"),
+        ((tmp_path / "missing.pt", good), "missing.pt"),
+        ((other, good), "not a plinknet checkpoint"),
+        ((mismatched, good), "do not fit"),
+        ((checkpoint, tmp_path / "nothing.tif"), "nothing.tif"),
+    ]
+    for (ckpt, source), expected in cases:
+        for backend in ("torch", "auto"):
+            code = main(["predict", "--checkpoint", str(ckpt), str(source), str(tmp_path / "o.tif"), "--quiet",
+                         "--device", "cpu", "--backend", backend])  # fmt: skip
+            err = capsys.readouterr().err
+            assert code == 1, (ckpt, source)
+            assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o.tif").exists()
+
+
 def test_never_overwrites_the_scene_or_the_checkpoint(tmp_path, capsys, checkpoint, scenes):
     before = scenes[0].read_bytes(), checkpoint.read_bytes()
     geojson_on_scene = [scenes[0], tmp_path / "m.tif", "--geojson", scenes[0]]
-    for args in ([scenes[0], scenes[0]], [scenes[0], checkpoint], geojson_on_scene):
+    geojson_on_mask = [scenes[0], tmp_path / "m.tif", "--geojson", tmp_path / "m.tif"]
+    for args in ([scenes[0], scenes[0]], [scenes[0], checkpoint], geojson_on_scene, geojson_on_mask):
         code, _, err = predict(capsys, "--checkpoint", checkpoint, *args)
         assert code == 1 and "refusing to write" in err, err
     code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", scenes[0].parent,
