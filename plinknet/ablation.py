@@ -61,23 +61,21 @@ def model_config(base, model: str, seed: int, runs_dir: Path):
     return replace(base, seed=seed, pyramid_bins=bins, out_dir=str(runs_dir / f"seed{seed}" / MODELS[model]))
 
 
-def _train_or_resume(config) -> float:
-    """Train a run to its last epoch, resuming a stopped one; seconds spent here."""
+def _train_or_resume(config) -> None:
+    """Train a run to its last epoch, resuming a stopped one (nothing to do when it is complete)."""
     from plinknet.train import RunFolderError, load_state, train
 
-    started = time.perf_counter()
     last = Path(config.out_dir) / "last.pt"
     if last.is_file():
         state = load_state(last)
         if state["config"] == config.to_dict() and state["epoch"] + 1 >= config.epochs:
-            return 0.0  # trained already
+            return  # trained already
         try:
             train(config, resume=True)
-            return time.perf_counter() - started
+            return
         except RunFolderError:  # another recipe in that folder: start this one afresh
             pass
     train(config, overwrite=True)
-    return time.perf_counter() - started
 
 
 def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", progress: bool = True) -> dict:
@@ -87,7 +85,7 @@ def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", pro
     from plinknet.train import load_checkpoint, read_history, resolve_device
 
     config = model_config(base, model, seed, runs_dir)
-    train_seconds = _train_or_resume(config)
+    _train_or_resume(config)
     started = time.perf_counter()
     network, state = load_checkpoint(Path(config.out_dir) / "best.pt", resolve_device(config.device))
     window = PredictConfig(window=config.crop_size)  # the training crop: the context the pyramid learnt
@@ -106,7 +104,7 @@ def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", pro
         "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
         "lab": scores.lab,
         "train_provenance": state.get("provenance"),
-        "train_seconds": train_seconds,
+        "train_seconds": sum(row["seconds"] for row in read_history(config.out_dir)),  # as logged, epoch by epoch
         "eval_seconds": time.perf_counter() - started,
         "provenance": provenance(resolve_device(config.device)),
     }
