@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from plinknet.bench import TreeMemory
 from plinknet.data import find_tiles
+from plinknet.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "book" / "params" / "paper.yaml"
@@ -57,21 +55,6 @@ def phase(name: str, cmd: list[str], log: Path) -> dict:
         sys.exit(f"rehearsal failed in phase {name!r} (exit {code}); last lines of {log}:\n" + "\n".join(tail))
     return {"phase": name, "seconds": round(seconds, 1), "peak_pss_mb": memory.peak_pss_mb,
             "peak_rss_mb": memory.peak_rss_mb, "processes": memory.peak_processes}  # fmt: skip
-
-
-def provenance() -> dict:
-    import rasterio
-    import segmentation_models_pytorch as smp
-    import torch
-
-    import plinknet
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout)
-    return {"commit": commit + (" (uncommitted changes)" if dirty else ""), "plinknet": plinknet.__version__,
-            "torch": torch.__version__, "segmentation_models_pytorch": smp.__version__,
-            "rasterio": rasterio.__version__, "python": platform.python_version(), "cpu_cores": os.cpu_count(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
 
 
 def main() -> None:
@@ -112,7 +95,7 @@ def main() -> None:
                       "cpu", "--quiet"], args.out / "predict.log"))  # fmt: skip
 
     history = (args.out / "run" / "history.csv").read_text().strip().splitlines()
-    result = {"provenance": provenance(), "data": str(args.data), "recipe_from_paper_yaml": recipe,
+    result = {"provenance": provenance("cpu"), "data": str(args.data), "recipe_from_paper_yaml": recipe,
               "config": config, "phases": rows, "history": history}  # fmt: skip
     (args.out / "rehearsal.json").write_text(json.dumps(result, indent=2))
     print(f"\nrehearsal on {result['provenance']['cpu_cores']} CPU cores, {result['provenance']['date']}, "

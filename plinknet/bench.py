@@ -383,6 +383,7 @@ def bench_data(
     throughput_crops: int | None = None,
     tiles: int = 4,
     tile_size: int = 2000,
+    described: str | None = None,
 ) -> dict:
     """The training loader: per-crop cost against bare windowed reads, and crops/s and memory with workers.
 
@@ -395,16 +396,16 @@ def bench_data(
         cache_dir: also measure the memory-mapped tile cache (built there first; 100 MB per
             5000 px tile).
         throughput_crops: crops through the DataLoader (default: two per tile, at least 200).
+        described: how to name the data in the printout (default: its folder).
 
     Returns:
         ``{"data", "crop_size", "overhead": loader_overhead(...), "throughput": [rows]}``.
     """
     if data_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            result = bench_data(_write_benchmark_tiles(Path(tmp), tiles, tile_size), crop_size=crop_size, n=n,
-                                workers=workers, cache_dir=cache_dir, throughput_crops=throughput_crops)  # fmt: skip
-        result["data"] = f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles"
-        return result
+            return bench_data(_write_benchmark_tiles(Path(tmp), tiles, tile_size), crop_size=crop_size, n=n,
+                              workers=workers, cache_dir=cache_dir, throughput_crops=throughput_crops,
+                              described=f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles")  # fmt: skip
     count = len(find_tiles(data_dir, "train"))
     dataset = InriaDataset(data_dir, "train", crop_size, samples_per_tile=max(1, math.ceil(n / count)))
     step = max(1, len(dataset) // n)
@@ -416,7 +417,7 @@ def bench_data(
                               cache_dir=cache_dir)  # fmt: skip
         build_cache(cached.tiles, cache_dir)
         rows.append({"source": "memory-mapped cache", **loader_throughput(cached, throughput_crops, workers)})
-    result = {"data": str(data_dir), "tiles": count, "crop_size": crop_size, "overhead": overhead,
+    result = {"data": described or str(data_dir), "tiles": count, "crop_size": crop_size, "overhead": overhead,
               "throughput": rows, "cpu_cores": os.cpu_count()}  # fmt: skip
     _print_data(result)
     return result
