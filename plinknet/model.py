@@ -260,11 +260,21 @@ class EncoderWeightsError(RuntimeError):
     """Encoder weights could not be downloaded or loaded."""
 
 
-def build_encoder(name: str, weights: str | Path | None) -> nn.Module:
-    """An smp encoder of depth 5; ``weights`` as in :class:`PLinkNet`."""
-    with warnings.catch_warnings():  # smp -> huggingface_hub -> tqdm.auto warns in Jupyter without ipywidgets
+def import_smp():
+    """segmentation-models-pytorch, imported without the warning its import prints in Jupyter.
+
+    smp imports huggingface_hub, which imports ``tqdm.auto``; without ipywidgets that warns
+    "IProgress not found" into every notebook that touches smp first.
+    """
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)
         import segmentation_models_pytorch as smp
+    return smp
+
+
+def build_encoder(name: str, weights: str | Path | None) -> nn.Module:
+    """An smp encoder of depth 5; ``weights`` as in :class:`PLinkNet`."""
+    smp = import_smp()
 
     if weights is None:
         return smp.encoders.get_encoder(name, in_channels=3, depth=5, weights=None)

@@ -49,9 +49,11 @@ def device_label(device: str | torch.device = "cpu") -> str:
 def versions() -> dict[str, str]:
     """Versions of plinknet and of the libraries that change its numbers."""
     import rasterio
-    import segmentation_models_pytorch as smp
 
     import plinknet
+    from plinknet.model import import_smp
+
+    smp = import_smp()
 
     found = {"plinknet": plinknet.__version__, "torch": torch.__version__,
              "segmentation_models_pytorch": smp.__version__, "rasterio": rasterio.__version__,

@@ -175,9 +175,9 @@ class TrainConfig:
 
 def smp_encoder_names() -> list[str]:
     """The encoder names segmentation-models-pytorch knows."""
-    import segmentation_models_pytorch as smp
+    from plinknet.model import import_smp
 
-    return smp.encoders.get_encoder_names()
+    return import_smp().encoders.get_encoder_names()
 
 
 class TrainingDiverged(RuntimeError):
