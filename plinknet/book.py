@@ -330,7 +330,7 @@ def ablation_table(summary: dict) -> str:
     for k in ("iou", "miou", "f1"):
         low, high = summary[f"gap_{k}_ci95"]
         gaps.append(f"{summary[f'gap_{k}_mean']:+.2f} [{low:+.2f}, {high:+.2f}]")
-    rows.append("| gap (95 % interval) | " + " | ".join(gaps) + " | |")
+    rows.append("| gap, 95 % CI | " + " | ".join(gaps) + " | |")
     paper = summary["paper"]
     rows.append(f"| *paper: P-LinkNet, LinkNet34* | *{paper['P-LinkNet']['iou']}, {paper['LinkNet34']['iou']}* "
                 f"| | | *{paper['P-LinkNet']['second']}, {paper['LinkNet34']['second']}* |")  # fmt: skip
@@ -355,7 +355,13 @@ def lab_table(summary: dict) -> str:
     lab = summary["lab"]
     rates = [*(f"recall_{s}" for s in lab["size_classes_m2"]), "fp_rate"]
     heads = [r.replace("recall_", "recall ").replace("fp_rate", "look-alike FP") for r in rates]
-    rows = ["| network | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(rates)]
+    totals = lab["totals"]
+    sizes = ", ".join(f"{totals[f'{s}_total']:,d} {s}" for s in lab["size_classes_m2"])
+    low, high = lab["size_classes_m2"]["medium"]
+    rows = [f"Rates in %, mean over seeds. Buildings: {sizes} (small < {low:g} m² <= medium < {high:g} m² <= "
+            f"large); a building counts as found when half its pixels are predicted. Look-alike FP: the share "
+            f"of {totals['distractor_pixels']:,d} look-alike pixels predicted as building.", "",
+            "| network | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(rates)]  # fmt: skip
     for name, m in lab["models"].items():
         cells = ["–" if m[r]["mean"] is None else f"{m[r]['mean']:.1f}" for r in rates]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -363,25 +369,45 @@ def lab_table(summary: dict) -> str:
     for r in rates:
         ci = lab.get(f"gap_{r}_ci95")
         cells.append("–" if ci is None else f"{lab[f'gap_{r}_mean']:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]")
-    rows.append("| gap (95 % interval) | " + " | ".join(cells) + " |")
-    totals = lab["totals"]
-    sizes = ", ".join(f"{totals[f'{s}_total']:,d} {s}" for s in lab["size_classes_m2"])
-    low, high = lab["size_classes_m2"]["medium"]
-    rows.append(f"\n%, mean over seeds. Buildings: {sizes} (small < {low:g} m² <= medium < {high:g} m² <= large); "
-                f"a building counts as found when half its pixels are predicted. Look-alike FP: the share of "
-                f"{totals['distractor_pixels']:,d} look-alike pixels predicted as building.")  # fmt: skip
+    rows.append("| gap, 95 % CI | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def lab_rates_table(reports: dict) -> str:
+    """Markdown: the lab rates of several evaluation reports, one column per network, one row per rate."""
+    from plinknet.lab import DETECTED_FRACTION, EDGE_MARGIN_PX, SIZE_CLASSES_M2
+
+    names = list(reports)
+    first = next(iter(reports.values()))["lab"]
+    rates = list(first["rates"])
+    low, high = SIZE_CLASSES_M2["medium"]
+    rows = [f"Rates in % on the synthetic lab's labels (Inria has none): recall, buildings with at least "
+            f"{DETECTED_FRACTION:.0%} of their pixels predicted (small < {low:g} m² <= medium < {high:g} m² <= "
+            f"large); FP, look-alike pixels predicted as building, those within {EDGE_MARGIN_PX} px of a building "
+            f"left out.", "", "| rate | " + " | ".join(names) + " | counted |",
+            "|---|" + "---:|" * (len(names) + 1)]  # fmt: skip
+    counts = first["counts"]
+    for rate in rates:
+        kind = rate.removeprefix("recall_").removeprefix("fp_rate_") if rate != "fp_rate" else "distractor"
+        n = counts.get(f"{kind}_total", counts.get(f"{kind}_pixels"))
+        label = rate.replace("recall_", "recall, ").replace("fp_rate_", "FP, ").replace("fp_rate", "FP, all")
+        cells = ["–" if reports[m]["lab"]["rates"][rate] is None else f"{100 * reports[m]['lab']['rates'][rate]:.1f}"
+                 for m in names]  # fmt: skip
+        unit = "buildings" if rate.startswith("recall") else "pixels"
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {n:,d} {unit} |")
     return "\n".join(rows)
 
 
 def evaluation_table(reports: dict, context: Context) -> str:
     """Markdown: whole-tile scores of several checkpoints (``evaluate_checkpoint`` reports), F1 included."""
     names = ("iou", "miou", "precision", "recall", "f1", "accuracy")
-    rows = ["| network | IoU | mIoU | precision | recall | F1 | accuracy |", "|---|" + "---:|" * len(names)]
+    first = next(iter(reports.values()))
+    rows = [f"Scores in %, from the counts of every pixel of the {len(first['per_tile'])} {first['split']} tiles, "
+            f"window {first['window']} px; {context.where()}.", "",
+            "| network | IoU | mIoU | precision | recall | F1 | accuracy |",
+            "|---|" + "---:|" * len(names)]  # fmt: skip
     for model, report in reports.items():
         rows.append(f"| {model} | " + " | ".join(f"{100 * report['overall'][n]:.2f}" for n in names) + " |")
-    first = next(iter(reports.values()))
-    rows.append(f"\n%, from the counts of every pixel of the {len(first['per_tile'])} {first['split']} tiles, "
-                f"window {first['window']}; {context.where()}.")  # fmt: skip
     return "\n".join(rows)
 
 

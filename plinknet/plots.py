@@ -21,6 +21,10 @@ ERROR_COLOURS = {"true positive": OKABE_ITO["yellow"], "false positive": OKABE_I
 MODEL_COLOURS = {"P-LinkNet": OKABE_ITO["blue"], "LinkNet34": OKABE_ITO["orange"]}
 
 
+METRIC_LABELS = {"iou": "IoU", "miou": "mIoU", "f1": "F1", "precision": "precision", "recall": "recall",
+                 "accuracy": "accuracy"}  # fmt: skip
+
+
 def _rgb(colour: str) -> np.ndarray:
     return np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)], np.float32)
 
@@ -60,7 +64,7 @@ def error_map(prediction: np.ndarray, truth: np.ndarray, image: np.ndarray | Non
 
 def _legend(fig, **kwargs) -> None:
     handles = [Patch(color=c, label=n) for n, c in ERROR_COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, **kwargs)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10, **kwargs)
 
 
 def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None,
@@ -77,7 +81,7 @@ def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None =
 
     n = len(samples)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.65 * ncols, 1.8 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, s in zip(axes.flat, samples):
@@ -87,7 +91,7 @@ def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None =
         shown = overlay(denormalize(image[0]), target[0, 0].numpy())
         shown[~valid[0, 0].numpy()] = 0.75  # outside the tile
         ax.imshow(shown)
-        ax.set_title(s.get("tile", ""), fontsize=9)
+        ax.set_title(s.get("tile", ""), fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -145,7 +149,7 @@ def plot_predictions(
     """
     names = list(predictions)
     ncols = 2 + 2 * len(names)
-    fig, axes = plt.subplots(len(images), ncols, figsize=(2.3 * ncols, 2.4 * len(images) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(images), ncols, figsize=(1.6 * ncols, 1.6 * len(images) + 0.4), squeeze=False)
     headers = ["image", "ground truth"] + [h for n in names for h in (n, f"{n} errors")]
     for row, (image, truth) in enumerate(zip(images, truths)):
         panels = [image, truth]
@@ -157,11 +161,11 @@ def plot_predictions(
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(headers[col], fontsize=9)
+                ax.set_title(headers[col], fontsize=10)
         if titles:
-            axes[row, 0].set_ylabel(titles[row], fontsize=8)
+            axes[row, 0].set_ylabel(titles[row], fontsize=10)
     _legend(fig)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -176,9 +180,9 @@ def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: s
         values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
         values.append(100 * reports[name]["overall"][metric])
         bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=model_colour(name, i))
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.bar_label(bars, fmt="%.1f", fontsize=9)
     ax.set_xticks(x, cities)
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
@@ -189,12 +193,12 @@ def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: s
 def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | None = None,
                threshold: float = 0.5, title: str = "") -> plt.Figure:  # fmt: skip
     """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
     axes[0].imshow(image)
     axes[0].set_title("image")
     shown = axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1)
     axes[1].set_title("building probability")
-    fig.colorbar(shown, ax=axes[1], fraction=0.046)
+    fig.colorbar(shown, cax=axes[1].inset_axes([1.03, 0, 0.04, 1]))  # beside the panel, not out of it
     pred = probability > threshold
     if truth is not None:
         axes[2].imshow(error_map(pred, truth, image))
@@ -208,13 +212,13 @@ def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | N
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> plt.Figure:
     """What each pyramid level averages over: the image cut into b x b regions, one panel per bin."""
-    fig, axes = plt.subplots(1, len(bins), figsize=(3.2 * len(bins), 3.4))
+    fig, axes = plt.subplots(1, len(bins), figsize=(2.4 * len(bins), 2.9))
     h, w = image.shape[:2]
     for ax, b in zip(np.atleast_1d(axes), bins):
         ax.imshow(image)
@@ -222,7 +226,7 @@ def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> 
             ax.axhline(k * h / b, color="yellow", lw=1.5)
             ax.axvline(k * w / b, color="yellow", lw=1.5)
         side = h / b * 0.3  # metres, at Inria's 0.3 m pixels
-        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)", fontsize=9)
+        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
@@ -269,7 +273,7 @@ def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: s
     for level in (2, 3, 4):  # encoder stage added to the decoder block output of the same size
         y = 6 - level
         arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
-        ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=7, color="grey")
+        ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=9, color="grey")
     ax.set_title(title)
     return fig
 
@@ -293,39 +297,40 @@ def plot_grid(image: np.ndarray, mask: np.ndarray, crop_size: int, title: str = 
 def plot_ablation(summary: Mapping, metrics: Sequence[str] = ("iou", "miou", "f1")) -> plt.Figure:
     """An archived ablation (``summary.json``): each seed's score per network, and the paired gap.
 
-    Left panels: one point per seed and network, the mean as a bar. Right panel: the per-seed
+    Left panels: one point per seed and network, the mean as a line. Right panel: the per-seed
     gaps (P-LinkNet minus LinkNet34), their mean with the 95 % bootstrap interval, and the
     paper's +0.22.
     """
-    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(3.6 * (len(metrics) + 1), 3.8),
-                             gridspec_kw={"width_ratios": [1] * len(metrics) + [1.3]})  # fmt: skip
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(10, 3.6),
+                             gridspec_kw={"width_ratios": [1] * len(metrics) + [1.6]})  # fmt: skip
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes, metrics):
         for i, (name, m) in enumerate(summary["models"].items()):
             values = m[f"{metric}_per_seed"]
-            ax.bar(i, m[f"{metric}_mean"], 0.6, color=model_colour(name, i), alpha=0.35)
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=model_colour(name, i), zorder=3, s=22)
+            ax.hlines(m[f"{metric}_mean"], i - 0.28, i + 0.28, color=model_colour(name, i), lw=2)
         ax.set_xticks(range(len(summary["models"])), list(summary["models"]), fontsize=9)
-        low = min(min(m[f"{metric}_per_seed"]) for m in summary["models"].values())
-        high = max(max(m[f"{metric}_per_seed"]) for m in summary["models"].values())
-        ax.set_ylim(max(0, low - (high - low) - 2), min(100, high + (high - low) + 2))
-        ax.set_title(f"{metric} per seed (points)", fontsize=10)
+        ax.set_xlim(-0.6, len(summary["models"]) - 0.4)
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} per seed", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("points", fontsize=10)
     ax = axes[-1]
     for row, metric in enumerate(metrics):
         gaps = summary[f"gap_{metric}_per_seed"]
         low, high = summary[f"gap_{metric}_ci95"]
+        mean = summary[f"gap_{metric}_mean"]
         ax.scatter(gaps, [row + rng.uniform(-0.08, 0.08) for _ in gaps], color=OKABE_ITO["sky blue"], s=18, zorder=3)
-        ax.errorbar(summary[f"gap_{metric}_mean"], row, xerr=[[summary[f"gap_{metric}_mean"] - low],
-                    [high - summary[f"gap_{metric}_mean"]]], fmt="o", color="black", capsize=4, zorder=4)  # fmt: skip
+        ax.errorbar(mean, row, xerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4, zorder=4)
     ax.axvline(0, color="grey", lw=1)
     ax.axvline(summary.get("paper_gap", 0.22), color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label="paper: +0.22")
-    ax.set_yticks(range(len(metrics)), metrics)
+    ax.set_yticks(range(len(metrics)), [METRIC_LABELS.get(m, m) for m in metrics], fontsize=9)
     ax.set_ylim(-0.6, len(metrics) - 0.4)
     ax.invert_yaxis()
-    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)")
-    ax.set_title("gap: seeds, mean, 95 % interval", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)", fontsize=10)
+    ax.set_title("gap: seeds, mean, 95 % CI", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.legend(fontsize=9, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -340,7 +345,7 @@ def plot_lab(summary: Mapping) -> plt.Figure:
     lab = summary["lab"]
     sizes = [f"recall_{size}" for size in lab["size_classes_m2"]]
     kinds = ["fp_rate"] + [k for k in next(iter(lab["models"].values())) if k.startswith("fp_rate_")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [len(sizes), len(kinds)]})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [len(sizes), len(kinds)]})
     rng = np.random.default_rng(0)
     names = list(lab["models"])
     width = 0.8 / len(names)
@@ -359,9 +364,9 @@ def plot_lab(summary: Mapping) -> plt.Figure:
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     low, high = lab["size_classes_m2"]["medium"]
-    axes[0].set_title(f"buildings found, by size (small < {low:g} m² <= medium < {high:g} m² <= large)", fontsize=10)
+    axes[0].set_title(f"buildings found, by size (medium: {low:g}-{high:g} m²)", fontsize=10)
     axes[1].set_title("look-alike pixels predicted as building", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -385,15 +390,15 @@ def plot_lab_tile(image: np.ndarray, instances: np.ndarray, distractors: np.ndar
     for (code, kind), colour in zip(LOOKALIKE_KINDS.items(), kind_colours):
         labels[distractors == code] = _rgb(colour)
         handles.append(Patch(color=colour, label=f"look-alike: {kind}"))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.8))
     axes[0].imshow(image)
     axes[0].set_title("image")
     axes[1].imshow(labels)
     axes[1].set_title("lab labels")
     for ax in axes:
         ax.axis("off")
-    fig.legend(handles=[h for h in handles], loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig

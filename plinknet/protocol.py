@@ -207,3 +207,32 @@ def readings_markdown(building_fraction: float = INRIA_BUILDING_FRACTION) -> str
             shown.append(", ".join(f"{names[k]} {s[k]:.2f}" for k in other))
         rows.append(f"| {names[first]} | {names[second]} | {shown[0]} | {shown[1]} |")
     return "\n".join(rows)
+
+
+DISPLAY = {"iou": "building IoU", "miou": "mIoU", "precision": "precision", "f1": "F1", "recall": "recall",
+           "accuracy": "accuracy"}  # fmt: skip
+
+
+def possible_readings_markdown(fractions=(0.10, 0.15, 0.20)) -> str:
+    """Markdown: for each building fraction, the readings possible for both of the paper's rows."""
+    rows = ["| building fraction | readings possible for both rows (first number + second) |", "|---:|---|"]
+    for p in fractions:
+        table = reading_table(p)
+        possible = sorted({(r["first"], r["second"]) for r in table if r["solutions"]}
+                          - {(r["first"], r["second"]) for r in table if not r["solutions"]})  # fmt: skip
+        rows.append(f"| {p:.2f} | {', '.join(f'{DISPLAY[a]} + {DISPLAY[b]}' for a, b in possible)} |")
+    return "\n".join(rows)
+
+
+def conventions_markdown(scores: dict[str, dict[str, float]], note: str) -> str:
+    """Markdown: :func:`score_conventions` as a table (in %), with ``note`` (data, device) above it.
+
+    The last column is the F1 that building IoU implies on whole counts, ``2 IoU / (1 + IoU)``:
+    equal to F1 there, not under the means.
+    """
+    rows = [note, "", "| convention | IoU | mIoU | precision | recall | F1 | F1 from IoU |",
+            "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in scores.items():
+        cells = [f"{100 * m[k]:.2f}" for k in ("iou", "miou", "precision", "recall", "f1")]
+        rows.append(f"| {CONVENTIONS[name]} | {' | '.join(cells)} | {200 * m['iou'] / (1 + m['iou']):.2f} |")
+    return "\n".join(rows)
