@@ -45,6 +45,7 @@ import yaml
 from plinknet.lab import SIZE_CLASSES_M2, lab_rates, sum_counts
 from plinknet.metrics import METRIC_NAMES, metrics_from_counts
 from plinknet.provenance import data_checksum, provenance
+from plinknet.train import write_json
 
 MODELS = {"P-LinkNet": "plinknet", "LinkNet34": "linknet34"}  # name -> file slug
 PAPER = {"P-LinkNet": {"iou": 84.48, "second": 91.50}, "LinkNet34": {"iou": 84.26, "second": 91.04}}
@@ -61,50 +62,44 @@ def model_config(base, model: str, seed: int, runs_dir: Path):
     return replace(base, seed=seed, pyramid_bins=bins, out_dir=str(runs_dir / f"seed{seed}" / MODELS[model]))
 
 
-def _train_or_resume(config) -> None:
-    """Train a run to its last epoch, resuming a stopped one (nothing to do when it is complete)."""
-    from plinknet.train import RunFolderError, load_state, train
+def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", progress: bool = True,
+            data_sha256: str | None = None) -> dict:  # fmt: skip
+    """Train (or resume, or reuse) one network for one seed and score it on whole tiles; the run's record.
 
-    last = Path(config.out_dir) / "last.pt"
-    if last.is_file():
-        state = load_state(last)
-        if state["config"] == config.to_dict() and state["epoch"] + 1 >= config.epochs:
-            return  # trained already
-        try:
-            train(config, resume=True)
-            return
-        except RunFolderError:  # another recipe in that folder: start this one afresh
-            pass
-    train(config, overwrite=True)
-
-
-def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", progress: bool = True) -> dict:
-    """Train (or resume) one network for one seed, score it on whole tiles; the run's record."""
+    A finished run is only scored again (from its ``best.pt``), never retrained; a run folder holding another
+    recipe is refused (:class:`plinknet.train.RunFolderError`), never trained over.
+    """
     from plinknet.evaluate import evaluate_tiles
     from plinknet.predict import PredictConfig
-    from plinknet.train import load_checkpoint, read_history, resolve_device
+    from plinknet.train import load_checkpoint, read_history, resolve_device, train_or_reuse
 
     config = model_config(base, model, seed, runs_dir)
-    _train_or_resume(config)
+    train_or_reuse(config)
     started = time.perf_counter()
     network, state = load_checkpoint(Path(config.out_dir) / "best.pt", resolve_device(config.device))
-    window = PredictConfig(window=config.crop_size)  # the training crop: the context the pyramid learnt
-    scores = evaluate_tiles(network, config.data_dir, split, window, config.device, progress=progress)
+    # the window is the training crop (the context the pyramid learnt); the threshold is the recipe's
+    window = PredictConfig(window=config.crop_size, threshold=config.threshold)
+    scores = evaluate_tiles(network, config.data_dir, split, window, config.device, progress=progress,
+                            select_tiles=config.select_tiles)  # fmt: skip
+    history = read_history(config.out_dir)
     return {
         "seed": seed,
         "model": model,
         "config": config.to_dict(),
         "best_epoch": state["epoch"] + 1,
         "best_on": state.get("best_on"),
-        "history": read_history(config.out_dir),
+        "history": history,
         "split": split,
+        "tiles": list(scores.per_tile),
+        "threshold": window.threshold,
         "window": window.window,
         "overlap": window.overlap,
+        "data_sha256": data_sha256,
         "per_tile": scores.per_tile,
         "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
         "lab": scores.lab,
         "train_provenance": state.get("provenance"),
-        "train_seconds": sum(row["seconds"] for row in read_history(config.out_dir)),  # as logged, epoch by epoch
+        "train_seconds": sum(row["seconds"] for row in history),  # as logged, epoch by epoch
         "eval_seconds": time.perf_counter() - started,
         "provenance": provenance(resolve_device(config.device)),
     }
@@ -115,6 +110,16 @@ def _cities(data_dir, names: list[str]) -> list[str]:
 
     by_name = {t.name: t.city for t in find_tiles(data_dir, "all")}
     return [by_name[n] for n in names]
+
+
+def scoring_changes(record: dict, expected: dict) -> list[str]:
+    """How an archived record's scoring differs from what is asked (split, tiles, threshold, window, data)."""
+    return [f"{key}: recorded {record.get(key)!r}, asked {value!r}" for key, value in expected.items()
+            if record.get(key) != value]  # fmt: skip
+
+
+class ArchiveError(RuntimeError):
+    """The archive folder holds records of another recipe: nothing was written."""
 
 
 def run_ablation(
@@ -128,34 +133,59 @@ def run_ablation(
 ) -> dict:
     """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
 
+    A record in ``out_dir/runs`` is reused when its recipe, scored split and tiles, threshold, window and data
+    checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
+    retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`).
+
     Args:
         base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
             are set per run (P-LinkNet keeps ``base.pyramid_bins``, or the paper's when empty).
         seeds: one pair of runs per seed.
         out_dir: the archive (small files).
         runs_dir: checkpoints and run folders (default ``runs/ablation/<out_dir name>``).
-        split: the held-out tiles that are scored (``val``: tiles 1-5).
+        split: the held-out tiles that are scored (``val``: tiles 1-5; ``select``: the recipe's select tiles;
+            ``train``: the training tiles, select tiles left out).
 
     Returns:
         The summary (also written to ``summary.json``).
     """
+    from plinknet.data import find_tiles
+    from plinknet.train import recipe_changes
+
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ValueError(f"need at least two distinct seeds for a spread, got {seeds}")
+    if split == "select" and not base.select_tiles:
+        raise ValueError("--split select needs select_tiles in the recipe (the tiles best.pt is picked on)")
     out = Path(out_dir)
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
-    started = time.perf_counter()
+    checksum = data_checksum(base.data_dir)
+    scored = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
+    scoring = {"split": split, "tiles": scored, "threshold": base.threshold, "window": base.crop_size,
+               "data_sha256": checksum}  # fmt: skip
+    todo = []  # (model, seed, why), checked before anything is written
     for seed in seeds:
         for model, slug in MODELS.items():
             record_path = out / "runs" / f"seed{seed}-{slug}.json"
-            expected = model_config(base, model, seed, runs_dir).to_dict()
-            if record_path.is_file() and _same_recipe(json.loads(record_path.read_text())["config"], expected):
-                print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+            if not record_path.is_file():
+                todo.append((model, seed, "training into"))
                 continue
-            print(f"{model}, seed {seed}: training into {expected['out_dir']}", flush=True)
-            record = run_one(base, model, seed, runs_dir, split, progress)
-            _write_json(record_path, record)
+            record = json.loads(record_path.read_text())
+            changed = recipe_changes(record["config"], model_config(base, model, seed, runs_dir).to_dict())
+            if changed:
+                raise ArchiveError(f"{record_path} records another recipe ({'; '.join(changed)}); choose another "
+                                   f"--out (plinknet never replaces an archived run)")  # fmt: skip
+            rescore = scoring_changes(record, scoring)
+            if rescore:
+                todo.append((model, seed, f"scoring again ({'; '.join(rescore)}) from"))
+            else:
+                print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+    started = time.perf_counter()
+    for model, seed, why in todo:
+        print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
+        record = run_one(base, model, seed, runs_dir, split, progress, data_sha256=checksum)
+        write_json(record, out / "runs" / f"seed{seed}-{MODELS[model]}.json")
     paths = [out / "runs" / f"seed{s}-{slug}.json" for s in seeds for slug in MODELS.values()]
     records = [json.loads(path.read_text()) for path in paths]
     write_results_csv(records, out / "results.csv")
@@ -163,29 +193,14 @@ def run_ablation(
     summary["wall_seconds_this_call"] = time.perf_counter() - started
     summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
     summary["data_dir"] = base.data_dir
-    summary["data_sha256"] = data_checksum(base.data_dir)
+    summary["data_sha256"] = checksum
     summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
     summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
                                   for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
     summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
                                                          for r in records})  # fmt: skip
-    _write_json(out / "summary.json", summary)
+    write_json(summary, out / "summary.json")
     return summary
-
-
-def _same_recipe(saved: dict, expected: dict) -> bool:
-    """Equal configs but for options that do not change results (workers, progress, device, cache)."""
-    ignored = ("workers", "progress", "device", "cache_dir", "out_dir")
-    def kept(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k not in ignored}
-
-    return kept(saved) == kept(expected)
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- tables and statistics

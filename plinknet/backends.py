@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plinknet.data import IMAGENET_MEAN, IMAGENET_STD, default_cache_root
+from plinknet.data import IMAGENET_MEAN, default_cache_root, normalize_batch  # the training's arithmetic
 
 BACKENDS = ("auto", "onnx", "torch")
 MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)  # fills padding and nodata: ~0 once normalised
@@ -39,13 +39,6 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def normalize_batch(x: torch.Tensor) -> torch.Tensor:
-    """(b, 3, h, w) float in [0, 255] -> ImageNet-normalised, the same arithmetic as ``plinknet.data.normalize``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x / 255 - mean) / std
 
 
 class WindowNetwork(torch.nn.Module):
@@ -241,8 +234,9 @@ class Network:
             from plinknet.train import load_checkpoint
 
             self.model, state = load_checkpoint(self.checkpoint)
-            crop = (state.get("config") or {}).get("crop_size") or 512
-            self.facts = {"crop_size": int(crop), "model_config": state["model_config"]}
+            recipe = state.get("config") or {}
+            self.facts = {"crop_size": int(recipe.get("crop_size") or 512), "model_config": state["model_config"],
+                          "threshold": recipe.get("threshold")}  # fmt: skip
         return self.model
 
     @property
@@ -254,7 +248,15 @@ class Network:
     @property
     def crop_size(self) -> int | None:
         """The training crop stored in the checkpoint (None for an in-memory network)."""
-        if self.facts is None:
+        return self._facts()["crop_size"]
+
+    @property
+    def threshold(self) -> float | None:
+        """The recipe's threshold stored in the checkpoint (None for an in-memory network or an older cache)."""
+        return self._facts().get("threshold")
+
+    def _facts(self) -> dict:
+        if self.facts is None or (self.model is None and "threshold" not in self.facts):
             facts_path = onnx_cache_dir() / f"{self.key}.json"
             if self.onnx and facts_path.is_file():
                 self.facts = json.loads(facts_path.read_text())
@@ -262,7 +264,7 @@ class Network:
                 self._load()
                 if self.onnx:
                     _write_atomic(facts_path, json.dumps(self.facts).encode())
-        return self.facts["crop_size"]
+        return self.facts
 
     def backend(self, window: int):
         """The backend for windows of ``window`` px: ONNX Runtime (exported and cached when new) or PyTorch."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from plinknet.provenance import data_checksum, device_label, git_commit, versions
 
@@ -85,36 +84,18 @@ def describe_run(config, context: Context) -> str:
             f"{weights}, on {context.data_label} with {context.device_label}")  # fmt: skip
 
 
-def finished_run(config) -> bool:
-    """True when ``config.out_dir`` holds a finished run of exactly this recipe."""
-    from plinknet.train import SAFE_ON_RESUME, read_history
-
-    out = Path(config.out_dir)
-    saved = out / "config.yaml"
-    if not (saved.is_file() and (out / "best.pt").is_file() and (out / "history.csv").is_file()):
-        return False
-    recorded = yaml.safe_load(saved.read_text())
-    given = config.to_dict()
-    same = all(recorded.get(k) == v for k, v in given.items() if k not in SAFE_ON_RESUME)
-    return same and len(read_history(out)) == config.epochs
-
-
 def demo_runs(configs: dict) -> dict[str, Path]:
     """Run folders for ``{name: TrainConfig}``: reused when finished with the same recipe, else trained.
 
     So every chapter can stand alone (on a fresh Colab runtime it trains what it needs) and
-    chapters run in order share the runs.
+    chapters run in order share the runs (see :func:`plinknet.train.train_or_reuse`).
     """
-    from plinknet.train import train
+    from plinknet.train import train_or_reuse
 
     runs = {}
     for name, config in configs.items():
-        if finished_run(config):
-            print(f"{name}: reusing {config.out_dir}")
-            runs[name] = Path(config.out_dir)
-        else:
-            print(f"{name}: training into {config.out_dir}")
-            runs[name] = train(config, overwrite=True)
+        print(f"{name}: {config.out_dir}")
+        runs[name] = train_or_reuse(config)
     return runs
 
 

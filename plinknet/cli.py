@@ -206,8 +206,8 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, help="least px shared by neighbouring windows, whose blending hides "
                    "seams (default: window/16; windows are spread evenly, so most overlaps are wider)")  # fmt: skip
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 16 on CUDA, 2 on the CPU)")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is a building "
-                   "(default: 0.5)")  # fmt: skip
+    p.add_argument("--threshold", type=float, help="probability above which a pixel is a building (default: the "
+                   "checkpoint's training threshold, 0.5 in the paper's recipe)")  # fmt: skip
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"],
                    help="auto (default): ONNX Runtime on the CPU when installed, about 2x PyTorch; PyTorch on "
                         "CUDA (bf16)")  # fmt: skip
@@ -294,6 +294,9 @@ def run(args: argparse.Namespace) -> None:
         from plinknet.ablation import BOOK_ONLY_KEYS, format_summary, run_ablation
         from plinknet.train import TrainConfig
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train the same runs into one archive
+            raise ValueError("plinknet ablate runs in one process, not under torchrun; to use several GPUs, start one "
+                             "ablate per GPU on disjoint --seeds into the same --out (see the README)")  # fmt: skip
         given = read_yaml_mapping(args.config) if args.config else {}
         given = {k: v for k, v in given.items() if k not in BOOK_ONLY_KEYS}  # a book parameter file works too
         given.update(_overrides(args, TrainConfig))
@@ -331,8 +334,8 @@ def run(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     """Evaluate (tiles shared among processes under torchrun), print, then write the report."""
     from plinknet import distributed
-    from plinknet.evaluate import evaluate_checkpoint, format_table, write_report
-    from plinknet.train import resolve_device
+    from plinknet.evaluate import evaluate_checkpoint, format_table
+    from plinknet.train import resolve_device, write_json
 
     rank, _ = distributed.init(resolve_device(args.device))
     try:
@@ -352,18 +355,15 @@ def _evaluate(args: argparse.Namespace) -> None:
     name = "metrics.json" if args.split == "val" and not args.tiles else f"metrics-{report['split']}.json"
     out = args.out or Path(args.checkpoint).parent / name
     try:
-        print(f"report: {write_report(report, out)}")
+        print(f"report: {write_json(report, out)}")
     except OSError as error:
         reason = error.strerror or error
         raise OSError(f"could not write the report to {out} ({reason}); the results are above") from None
 
 
 def _message(error: BaseException) -> str:
-    """The one line a user reads: the first line of the message, or a DataLoader worker's own message."""
+    """The one line a user reads: the first line of the message (``train`` unwraps DataLoader workers' errors)."""
     text = str(error).strip()
-    if "in DataLoader worker process" in text:  # "Caught X in DataLoader worker ..." + the worker's traceback
-        last = text.splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
     return text.splitlines()[0] if text else type(error).__name__
 
 

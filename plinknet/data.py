@@ -670,7 +670,7 @@ class InriaDataset(torch.utils.data.Dataset):
         """Pixels of a window of tile ``t``: (3, h, w) uint8 image, (1, h, w) uint8 mask in {0, 1}."""
         if os.getpid() != self._pid:  # forked into a DataLoader worker: open our own files
             self._handles, self._arrays, self._pid = {}, {}, os.getpid()
-            rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
+            worker_init()
         tile = self.tiles[t]
         if self.cache_dir is not None:
             if t not in self._arrays:
@@ -710,7 +710,7 @@ def collate_crops(items: list[dict]) -> dict:
 
 
 def worker_init(worker_id: int | None = None) -> None:
-    """DataLoader ``worker_init_fn``: bound GDAL's block cache in each worker process."""
+    """Bound GDAL's block cache in this process; :class:`InriaDataset` calls it in every worker it finds itself in."""
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
 
 

@@ -13,8 +13,6 @@ the report equals the single-process one (it records ``world_size``).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from plinknet.lab import COUNT_KEYS, lab_paths, lab_rates, sum_counts, tile_lab_
 from plinknet.metrics import BinaryConfusion, metrics_from_counts
 from plinknet.predict import PredictConfig, predict_scene
 from plinknet.scenes import NoCRSWarning
-from plinknet.train import load_checkpoint, resolve_device
+from plinknet.train import load_checkpoint, resolve_device, write_json
 
 
 @dataclass
@@ -51,6 +49,7 @@ def evaluate_tiles(
     progress: bool = True,
     tiles: list[str] | None = None,
     lab: bool | None = None,
+    select_tiles: tuple[int, ...] = (),
 ) -> TileScores:
     """Predict every tile of ``split`` and count (tp, fp, fn, tn), grouped by city and per tile.
 
@@ -60,10 +59,15 @@ def evaluate_tiles(
         tiles: tile names (e.g. ``["austin1"]``) to evaluate instead of the whole split.
         lab: also count :mod:`plinknet.lab` metrics (recall by building size, false positives
             on look-alikes) from the synthetic lab labels; None: when every tile has them.
+        select_tiles: the run's selection tile numbers (its ``select_tiles``): the ``select``
+            split, and left out of ``train``.
     """
-    config = config or PredictConfig()
+    config = (config or PredictConfig()).for_checkpoint(None)  # unset: window 512, threshold 0.5
     rank, world_size = distributed.rank_and_size()
-    every = find_tiles(data_dir, split if tiles is None else "all")
+    if split == "select" and tiles is None and not select_tiles:
+        raise ValueError("split 'select' needs the run's select_tiles; this run has none (it picked best.pt on "
+                         "the val tiles)")  # fmt: skip
+    every = find_tiles(data_dir, split if tiles is None else "all", tuple(select_tiles))
     if tiles is not None:
         unknown = sorted(set(tiles) - {t.name for t in every})
         if unknown:
@@ -145,9 +149,12 @@ def evaluate_checkpoint(
     window and ``world_size``.
     """
     model, state = load_checkpoint(checkpoint)
-    config = (config or PredictConfig()).for_checkpoint(state["config"].get("crop_size"))  # the training crop
+    recipe = state.get("config") or {}
+    config = (config or PredictConfig()).for_checkpoint(recipe.get("crop_size"), recipe.get("threshold"))
     started = time.perf_counter()
-    report = evaluation_report(evaluate_tiles(model, data_dir, split, config, device, progress, tiles))
+    scores = evaluate_tiles(model, data_dir, split, config, device, progress, tiles,
+                            select_tiles=tuple(recipe.get("select_tiles") or ()))  # fmt: skip
+    report = evaluation_report(scores)
     dev = resolve_device(device)
     report.update(
         checkpoint=str(checkpoint),
@@ -161,18 +168,5 @@ def evaluate_checkpoint(
         seconds=time.perf_counter() - started,
     )
     if out is not None and distributed.rank_and_size()[0] == 0:
-        write_report(report, out)
+        write_json(report, out)
     return report
-
-
-def write_report(report: dict, path: str | Path) -> Path:
-    """Write ``report`` as JSON (creating the folder), under a temporary name renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

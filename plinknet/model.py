@@ -183,8 +183,14 @@ class PLinkNet(nn.Module):
         )
         self.encoder = build_encoder(encoder_name, encoder_weights)
         channels = tuple(self.encoder.out_channels)
-        self.center = PyramidPooling(channels[-1], self.config.pyramid_bins) if pyramid_bins else nn.Identity()
+        self.center = nn.Identity()  # registered here, before the decoder: the order of parameters and checkpoints
         self.decoder = LinkNetDecoder(channels, classes)
+        if pyramid_bins:
+            # Drawn last, from a fork of the random stream: for one seed, P-LinkNet and LinkNet34 get bitwise-equal
+            # encoder, decoder and head weights, and the stream after construction is the same for both, so an
+            # ablation pair differs in the pyramid alone.
+            with torch.random.fork_rng(devices=[]):
+                self.center = PyramidPooling(channels[-1], self.config.pyramid_bins)
 
     @classmethod
     def from_config(cls, config: ModelConfig | dict, **overrides) -> PLinkNet:

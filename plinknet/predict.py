@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from plinknet.backends import BACKENDS, MEAN_RGB, Network
 from plinknet.config import check, coerce_fields
+from plinknet.data import GDAL_CACHE_BYTES  # GDAL's default (5% of RAM) would grow with the scene
 from plinknet.model import padded_size
 from plinknet.scenes import (
-    GDAL_CACHE_MB,
     MASK_NODATA,
     PROBABILITY_NODATA,
     RasterWriter,
@@ -68,6 +68,7 @@ __all__ = ["PredictConfig", "SceneReader", "blend_weights", "building_polygons",
            "predict_scenes", "window_starts", "write_prediction"]  # fmt: skip
 
 DEFAULT_WINDOW = 512  # the paper's training crop, for networks that come without a checkpoint
+DEFAULT_THRESHOLD = 0.5  # the paper's binarisation threshold, for networks that come without a recipe
 LARGE_SCENE_WINDOWS = 2000  # from this many windows on, say the size and the estimated time before starting
 
 
@@ -78,7 +79,7 @@ class PredictConfig:
     window: int | None = None  # window side in px; None: the checkpoint's training crop (512 without one)
     overlap: int | None = None  # least px shared by neighbouring windows; None: window/16 (see the module doc)
     batch_size: int | None = None  # windows per forward pass; None: 16 on CUDA, 2 on the CPU
-    threshold: float = 0.5  # probability above which a pixel is a building (the paper's)
+    threshold: float | None = None  # probability above which a pixel is a building; None: the recipe's (0.5 default)
     backend: str = "auto"  # auto (ONNX Runtime on the CPU when installed, else PyTorch), onnx or torch
 
     def __post_init__(self):
@@ -90,12 +91,20 @@ class PredictConfig:
         if self.window is not None and self.overlap is not None:
             check(self.overlap < self.window, "overlap", f"smaller than the window ({self.window} px)", self.overlap)
         check(self.batch_size is None or self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
-        check(0 < self.threshold < 1, "threshold", "strictly between 0 and 1", self.threshold)
+        check(self.threshold is None or 0 < self.threshold < 1, "threshold", "strictly between 0 and 1",
+              self.threshold)  # fmt: skip
         check(self.backend in BACKENDS, "backend", " or ".join(BACKENDS), self.backend)
 
-    def for_checkpoint(self, crop_size: int | None) -> PredictConfig:
-        """This config with the window, when unset, set to the training crop ``crop_size`` (512 when None)."""
-        return self if self.window is not None else replace(self, window=crop_size or DEFAULT_WINDOW)
+    def for_checkpoint(self, crop_size: int | None, threshold: float | None = None) -> PredictConfig:
+        """This config with what is unset taken from the training recipe.
+
+        The window becomes the training crop ``crop_size`` (512 when None) and the threshold the recipe's
+        ``threshold`` (the paper's 0.5 when None).
+        """
+        config = self if self.window is not None else replace(self, window=crop_size or DEFAULT_WINDOW)
+        if config.threshold is None:
+            config = replace(config, threshold=threshold if threshold is not None else DEFAULT_THRESHOLD)
+        return config
 
 
 # --------------------------------------------------------------------------- windows and their weights
@@ -211,7 +220,7 @@ def iter_logits(network: Network, reader: SceneReader, config: PredictConfig, pr
     batch_size = config.batch_size or (16 if network.device.type == "cuda" else 2)
     blender = _Blender(tiling, width, network.device)
     bar = tqdm(total=tiling.windows, desc="windows", unit="win", disable=not progress, leave=False)
-    with bar, ThreadPoolExecutor(1) as pool, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with bar, ThreadPoolExecutor(1) as pool, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         upcoming = pool.submit(reader.read, rows[0], window)
         for i, row in enumerate(rows):
             pixels, valid = upcoming.result()  # (h, W, 3) uint8, (h, W) bool or None
@@ -345,7 +354,7 @@ def predict_file(
         if geojson_wgs84 and geojson is not None and reader.crs is None:
             raise ValueError(f"--geojson-wgs84 needs a georeferenced scene; {input_path} has no CRS")
         network = network or Network(checkpoint, device=resolve_device(device), backend=config.backend)
-        config = config.for_checkpoint(network.crop_size)
+        config = config.for_checkpoint(network.crop_size, network.threshold)
         tiling = Tiling.plan(reader.height, reader.width, config.window, config.overlap)
         tags = {"plinknet_window": tiling.window, "plinknet_overlap": config.overlap,
                 "plinknet_checkpoint": Path(checkpoint).name if checkpoint else "", "plinknet_rank":

@@ -33,7 +33,6 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 MASK_NODATA = 127  # mask outputs: 0 background, 255 building, 127 nodata (`mask == 255` stays the building test)
 PROBABILITY_NODATA = 255  # probability outputs: round(p * 254) in 0..254, 255 nodata
 BLOCK = 256  # GeoTIFF tile size of the outputs
-GDAL_CACHE_MB = 64  # GDAL's block cache while predicting: its default (5% of RAM) would grow with the scene
 
 
 class NoCRSWarning(UserWarning):

@@ -13,12 +13,13 @@ changed recipe. Checkpoints hold tensors and plain values only and load with
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,6 @@ from plinknet.data import (
     check_tiles,
     collate_crops,
     prepare_batch,
-    worker_init,
 )
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
@@ -51,7 +51,11 @@ HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", *METRIC_NAMES, "seconds", "images_per_s",
 )  # fmt: skip
 RUN_FILES = ("history.csv", "last.pt", "best.pt")  # what makes a folder a run (a config.yaml alone does not)
-SAFE_ON_RESUME = ("epochs", "workers", "progress", "device", "out_dir", "cache_dir")  # results unchanged
+# How a run is executed, not what it computes: these may differ between a run and its resume, and between an archived
+# record and a rerun. Every other field of TrainConfig is the recipe (see RECIPE_FIELDS and recipe_changes); a test
+# checks that each field is in exactly one of the two lists, so a new field needs a decision.
+RUN_OPTIONS = ("out_dir", "workers", "progress", "device", "cache_dir", "check_data", "compile")
+SAFE_ON_RESUME = ("epochs", *RUN_OPTIONS)  # a resume may also train longer
 
 
 @dataclass
@@ -272,7 +276,7 @@ class _EpochSampler(Sampler):
 
 
 def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> DataLoader:
-    """A DataLoader of uint8 crops: pinned memory and persistent workers on CUDA, bounded GDAL caches."""
+    """A DataLoader of uint8 crops: pinned memory and persistent workers on CUDA."""
     cuda = device.type == "cuda"
     return DataLoader(
         dataset,
@@ -282,7 +286,6 @@ def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) 
         pin_memory=cuda,
         persistent_workers=cuda and workers > 0,
         drop_last=drop_last,
-        worker_init_fn=worker_init if workers > 0 else None,
         collate_fn=collate_crops,
         prefetch_factor=4 if workers > 0 else None,
     )
@@ -357,6 +360,19 @@ def load_state(path: str | Path) -> dict:
     return state
 
 
+def write_json(value, path: str | Path) -> Path:
+    """Write ``value`` as indented JSON (creating the folder), under a temporary name renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=1))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _rng_state() -> dict:
     """Generators' states as tensors and plain values (loadable with ``weights_only=True``)."""
     kind, keys, position, has_gauss, gauss = np.random.get_state()
@@ -401,6 +417,66 @@ def _finite_weights(model: torch.nn.Module) -> torch.Tensor:
     return torch.stack([v.isfinite().all() for v in values]).all()
 
 
+RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in SAFE_ON_RESUME)  # what a run computes
+
+
+def _same_value(name: str, saved, given) -> bool:
+    if name == "data_dir":  # the same folder, however it is written
+        return os.path.realpath(str(saved)) == os.path.realpath(str(given))
+    return saved == given
+
+
+def recipe_changes(saved: dict, given: dict, names: tuple[str, ...] = RECIPE_FIELDS) -> list[str]:
+    """The recipe fields in which a saved config (a dict) differs from a given one, as ``"name: saved X, given Y"``.
+
+    A field missing from ``saved`` (a run made before the field existed) counts as its default value, so adding a
+    field to :class:`TrainConfig` never turns older runs into "another recipe".
+    """
+    defaults = TrainConfig.__dataclass_fields__
+    changed = []
+    for name in names:
+        field = defaults[name]
+        default = field.default if field.default is not MISSING else None
+        default = list(default) if isinstance(default, tuple) else default
+        old, new = saved.get(name, default), given.get(name, default)
+        if not _same_value(name, old, new):
+            changed.append(f"{name}: saved {old!r}, given {new!r}")
+    return changed
+
+
+def train_or_reuse(config: TrainConfig) -> Path:
+    """The run folder of ``config`` trained to its last epoch: reused when finished, resumed when stopped.
+
+    This is how the book's chapters and ``plinknet ablate`` share runs; it never deletes anything.
+
+    Raises:
+        RunFolderError: the folder holds something else (another recipe, a run of more epochs, run files without a
+            readable ``last.pt``); the message names the folder and what differs.
+    """
+    out = Path(config.out_dir)
+    if not (out / "last.pt").is_file():
+        present = [name for name in RUN_FILES if (out / name).exists()]
+        if present:
+            raise RunFolderError(f"{out} holds {', '.join(present)} but no last.pt to resume from; move it away or "
+                                 f"choose another folder (plinknet never deletes a run)")  # fmt: skip
+        return train(config)
+    try:
+        state = load_state(out / "last.pt")
+    except ValueError as error:
+        raise RunFolderError(f"{out}: {error}; move it away or choose another folder") from None
+    changed = recipe_changes(state["config"], config.to_dict())
+    if changed:
+        raise RunFolderError(f"{out} holds a run of another recipe ({'; '.join(changed)}); move it away or choose "
+                             f"another folder (plinknet never trains over a run)")  # fmt: skip
+    done = state["epoch"] + 1
+    if done > config.epochs:
+        raise RunFolderError(f"{out} holds a run of {done} epochs, asked for {config.epochs}; ask for {done} "
+                             f"epochs or choose another folder (plinknet never trains over a run)")  # fmt: skip
+    if done == config.epochs and (out / "best.pt").is_file():
+        return out
+    return train(config, resume=True)
+
+
 def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
     """Check the run folder before any work; returns the state to resume from (or None).
 
@@ -416,8 +492,7 @@ def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None
             raise RunFolderError(f"cannot resume: {out / 'last.pt'} does not exist (train without --resume to start)")
         state = load_state(out / "last.pt")
         saved, given = state["config"], config.to_dict()
-        changed = [f"{k}: saved {saved.get(k)!r}, given {given[k]!r}" for k in given
-                   if k not in SAFE_ON_RESUME and saved.get(k) != given[k]]  # fmt: skip
+        changed = recipe_changes(saved, given)
         if changed:
             raise RunFolderError(f"cannot resume {out} with a different recipe ({'; '.join(changed)}); only "
                                  f"{', '.join(SAFE_ON_RESUME)} may change on resume. Use another --out-dir "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
+from helpers import make_fixture
 
 from plinknet import data
 from plinknet.data import (
@@ -29,23 +29,7 @@ from plinknet.data import (
     read_mask,
 )
 
-HERE = Path(__file__).resolve().parent
-FIXTURE = HERE / "data" / "inria"
 REAL_CROPS = Path(__file__).resolve().parents[1].parent / "shared/data/inria-crops"
-
-_spec = importlib.util.spec_from_file_location(
-    "make_inria_fixture", HERE / "data/make_inria_fixture.py"
-)
-make_fixture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixture)
-
-
-@pytest.fixture(scope="session")
-def root() -> Path:
-    """The committed fixture (written again if someone deleted it)."""
-    if not (FIXTURE / "AerialImageDataset/train/images/austin1.tif").exists():
-        make_fixture.main(FIXTURE)
-    return FIXTURE
 
 
 @pytest.fixture

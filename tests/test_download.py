@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
 import shutil
 import signal
 import socket
@@ -23,22 +22,6 @@ import pytest
 from plinknet import download
 from plinknet.data import InriaDataError, find_tiles
 from plinknet.download import InriaDownloadError, download_file, download_inria
-
-HERE = Path(__file__).resolve().parent
-FIXTURE = HERE / "data" / "inria"
-
-_spec = importlib.util.spec_from_file_location("make_inria_fixture", HERE / "data/make_inria_fixture.py")
-make_fixture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_fixture)
-
-
-@pytest.fixture(scope="session")
-def root() -> Path:
-    """The committed fixture (written again if someone deleted it)."""
-    if not (FIXTURE / "AerialImageDataset/train/images/austin1.tif").exists():
-        make_fixture.main(FIXTURE)
-    return FIXTURE
-
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 

@@ -1,47 +1,21 @@
 """plinknet evaluate: whole tiles, shared among torchrun processes, reports that survive write errors."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
+from helpers import FIXTURE, TORCHRUN, run_killable, sharp_model, write_checkpoint
 
 from plinknet.evaluate import evaluate_checkpoint
-from plinknet.model import PLinkNet
-from plinknet.train import save_atomic
-
-FIXTURE = Path(__file__).parent / "data" / "inria"
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = PLinkNet(encoder_name="resnet18")
-    with torch.no_grad():  # a prediction with both classes in it
-        model.decoder.classifier.weight.mul_(20)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "config": {"crop_size": 64}},
-                path)  # fmt: skip
-    return path
-
-
-def run(cmd, timeout=240):
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    return proc.returncode, stdout, stderr
+    return write_checkpoint(sharp_model(), tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 def evaluate_cli(*args, launcher=(sys.executable,)):
-    return run([*launcher, "-m", "plinknet", "evaluate", *map(str, args), "--device", "cpu", "--quiet"])
+    return run_killable([*launcher, "-m", "plinknet", "evaluate", *map(str, args), "--device", "cpu", "--quiet"])
 
 
 def test_torchrun_shares_tiles_and_gives_the_single_process_report(checkpoint, tmp_path):

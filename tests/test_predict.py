@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from helpers import sharp_model, write_checkpoint
 from predict_scenes import CRS, TRANSFORM, blobs, write_scene
 
 from plinknet.data import normalize
-from plinknet.model import PLinkNet
 from plinknet.predict import (
     PredictConfig,
     Tiling,
@@ -25,7 +25,6 @@ from plinknet.predict import (
     write_prediction,
 )
 from plinknet.scenes import MASK_NODATA, SceneReader, simplify_ring
-from plinknet.train import save_atomic
 
 # tiny windows on purpose (fast): the pyramid's warning about centre maps smaller than its bins is expected
 pytestmark = pytest.mark.filterwarnings("ignore:the pyramid's centre map")
@@ -43,11 +42,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    net = PLinkNet(encoder_name="resnet18").eval()
-    with torch.no_grad():  # a non-trivial output: sharpen the random head
-        net.decoder.classifier.weight.mul_(20)
-    return net
+    return sharp_model()
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +52,7 @@ def scene():
 
 @pytest.fixture()
 def checkpoint(tmp_path, model):
-    path = tmp_path / "model.pt"
-    save_atomic({"model": model.state_dict(), "model_config": model.config.to_dict(), "config": {"crop_size": 64}},
-                path)  # fmt: skip
-    return path
+    return write_checkpoint(model, tmp_path / "model.pt")
 
 
 def eager_windows(model, image, tiling):

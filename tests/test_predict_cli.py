@@ -1,23 +1,18 @@
 """``plinknet predict`` as a user types it: both forms, every option checked, many scenes, torchrun."""
 
 import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from helpers import TORCHRUN, run_killable, sharp_model, write_checkpoint
 from predict_scenes import blobs, write_scene
 
 from plinknet.cli import build_parser, main
-from plinknet.model import PLinkNet
-from plinknet.train import save_atomic
 
 # tiny windows on purpose (fast): the pyramid's warning about centre maps smaller than its bins is expected
 pytestmark = pytest.mark.filterwarnings("ignore:the pyramid's centre map")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,13 +26,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    net = PLinkNet(encoder_name="resnet18").eval()
-    with torch.no_grad():
-        net.decoder.classifier.weight.mul_(20)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_atomic({"model": net.state_dict(), "model_config": net.config.to_dict(), "config": {"crop_size": 64}}, path)
-    return path
+    return write_checkpoint(sharp_model(), tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture()
@@ -167,15 +156,8 @@ def test_torchrun_splits_scenes_between_ranks(tmp_path, capsys, checkpoint, scen
     """Two CPU processes under torchrun (no process group needed): scenes r::2 each, equal to one process."""
     cmd = [*TORCHRUN, "-m", "plinknet", "predict", "--checkpoint", str(checkpoint), str(scenes[0].parent),
            "--out-dir", str(tmp_path / "two"), "--device", "cpu", "--backend", "torch", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    code, _, stderr = run_killable(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert code == 0, stderr[-3000:]
     code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", tmp_path / "one")
     assert code == 0, err
     ranks = {}

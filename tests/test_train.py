@@ -1,9 +1,5 @@
-import os
 import pickle
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +7,7 @@ import pytest
 import rasterio
 import torch
 import yaml
+from helpers import FIXTURE, TORCHRUN, run_killable
 
 import plinknet.train as train_module
 from plinknet.config import ConfigError
@@ -30,7 +27,6 @@ from plinknet.train import (
 )
 
 HERE = Path(__file__).parent
-FIXTURE = HERE / "data" / "inria"
 COMPARED = ("epoch", "lr", "train_loss", "val_loss", "iou", "miou", "precision", "recall", "accuracy")
 
 
@@ -51,21 +47,6 @@ def _history(run):
 
 def _weights(run, name="last.pt"):
     return torch.load(Path(run) / name, weights_only=True)["model"]
-
-
-def _run_subprocess(cmd, timeout=240):
-    """Run ``cmd`` in a session of its own, so that a hang kills torchrun's workers too."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return proc.returncode, stderr
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 # --------------------------------------------------------------------------- runs
@@ -323,7 +304,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     config = tiny(tmp_path, "ddp", epochs=2)
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
-    code, stderr = _run_subprocess([*TORCHRUN, "-m", "plinknet", "train", "--config", str(config_file),
+    code, _, stderr = run_killable([*TORCHRUN, "-m", "plinknet", "train", "--config", str(config_file),
                                     "--device", "cpu"])  # fmt: skip
     assert code == 0, stderr[-3000:]
     rows = read_history(config.out_dir)
@@ -339,7 +320,7 @@ def test_validation_counts_summed_over_processes_equal_one_process(tmp_path):
     val_set = InriaDataset.from_config(config.data_config, "val")
     single = validate(model, make_loader(val_set, 3, None, 0, torch.device("cpu")), DiceBCELoss(),
                       torch.device("cpu"), config)  # fmt: skip
-    code, stderr = _run_subprocess([*TORCHRUN, str(HERE / "ddp_worker.py"), "validate", str(FIXTURE), str(tmp_path)])
+    code, _, stderr = run_killable([*TORCHRUN, str(HERE / "ddp_worker.py"), "validate", str(FIXTURE), str(tmp_path)])
     assert code == 0, stderr[-3000:]
     import json
 
@@ -348,7 +329,7 @@ def test_validation_counts_summed_over_processes_equal_one_process(tmp_path):
 
 
 def test_nan_on_one_rank_stops_every_rank(tmp_path):
-    code, stderr = _run_subprocess([*TORCHRUN, str(HERE / "ddp_worker.py"), "nan", str(FIXTURE), str(tmp_path)],
+    code, _, stderr = run_killable([*TORCHRUN, str(HERE / "ddp_worker.py"), "nan", str(FIXTURE), str(tmp_path)],
                                    timeout=180)  # fmt: skip
     assert code == 0, stderr[-3000:]
     outcomes = [(tmp_path / f"rank{k}.txt").read_text() for k in (0, 1)]
