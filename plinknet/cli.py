@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-tiles", type=int, default=None, help="validation tiles per city")
     p.add_argument("--inria-scale", action="store_true",
                    help="instead: the Inria-size rehearsal set, 5 x 36 tiles of 5000 px (~18 GB, minutes)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace, whole, a sample of other parameters (or other files) in --out")  # fmt: skip
 
     p = sub.add_parser("download", help="download a dataset (needs internet)")
     p.add_argument("dataset", choices=["inria"])
@@ -260,22 +262,27 @@ def _predict(args: argparse.Namespace) -> None:
         print(path)
     rank = os.environ.get("RANK")
     who = f"rank {rank}: " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-    print(f"{who}{len(done['written'])} scene(s) predicted, {len(done['skipped'])} already complete "
-          f"(skipped) in {args.out_dir}", file=sys.stderr)  # fmt: skip
+    ignored = f", {len(done['ignored'])} plinknet output(s) among the inputs left out" if done["ignored"] else ""
+    print(f"{who}{len(done['written'])} scene(s) predicted, {len(done['skipped'])} already complete with this "
+          f"checkpoint and these options (skipped) in {args.out_dir}{ignored}", file=sys.stderr)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "synth":
-        from plinknet.synthetic import SyntheticConfig, generate, generate_inria_scale
+        from plinknet.synthetic import SyntheticConfig, generate_inria_scale, write_sample
 
         sizes = {"tile_size": args.tile_size, "train_tiles": args.train_tiles, "val_tiles": args.val_tiles}
         sizes = {k: v for k, v in sizes.items() if v is not None}
         if args.inria_scale and sizes:
             raise ValueError("--inria-scale has Inria's fixed sizes; drop --tile-size, --train-tiles and --val-tiles")
         if args.inria_scale:
+            if args.overwrite:
+                raise ValueError("--overwrite does not apply to --inria-scale (18 GB): delete the folder yourself")
             print(generate_inria_scale(args.out, seed=args.seed))
         else:
-            print(generate(args.out, seed=args.seed, config=SyntheticConfig(**sizes)))
+            root, written = write_sample(args.out, seed=args.seed, config=SyntheticConfig(**sizes),
+                                         overwrite=args.overwrite)  # fmt: skip
+            print(root if written else f"{root}: already holds this sample (seed {args.seed}); nothing written")
     elif args.command == "download":
         from plinknet.download import download_inria
 
@@ -304,13 +311,13 @@ def run(args: argparse.Namespace) -> None:
         print(format_summary(summary))
         print(f"archive: {args.out}")
     elif args.command == "check-data":
-        from plinknet.data import check_tiles
+        from plinknet.data import check_tiles, count_tiles
 
         problems = check_tiles(args.data, progress=not args.quiet)
         if problems:
             print("\n".join(problems))
             raise InriaDataError(f"{len(problems)} problem(s) in {args.data}, listed above")
-        print(f"{args.data}: every tile is readable and sound")
+        print(f"{args.data}: {count_tiles(args.data)} tile(s) checked, every one readable and sound")
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "predict":

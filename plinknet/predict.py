@@ -57,6 +57,7 @@ from plinknet.scenes import (
     encode_mask,
     encode_probabilities,
     find_scenes,
+    is_prediction,
     polygons_from_array,
     refuse_overwriting,
     scene_outputs,
@@ -356,9 +357,9 @@ def predict_file(
         network = network or Network(checkpoint, device=resolve_device(device), backend=config.backend)
         config = config.for_checkpoint(network.crop_size, network.threshold)
         tiling = Tiling.plan(reader.height, reader.width, config.window, config.overlap)
-        tags = {"plinknet_window": tiling.window, "plinknet_overlap": config.overlap,
-                "plinknet_checkpoint": Path(checkpoint).name if checkpoint else "", "plinknet_rank":
-                os.environ.get("RANK", "0")}  # fmt: skip
+        tags = {**output_tags(network, config, scale), "plinknet_window": tiling.window,
+                "plinknet_checkpoint": Path(checkpoint).name if checkpoint else "",
+                "plinknet_rank": os.environ.get("RANK", "0")}  # fmt: skip
         shape = (reader.height, reader.width, reader.crs, reader.transform)
         if probabilities:
             writers.append((RasterWriter(output_path, *shape, PROBABILITY_NODATA,
@@ -418,14 +419,20 @@ def predict_scenes(
     Returns:
         ``{"written": [...], "skipped": [...]}``: this rank's output rasters.
     """
-    scenes = find_scenes(inputs)
+    found = find_scenes(inputs)
+    scenes = [scene for scene in found if not is_prediction(scene)]  # outputs are never inputs
+    if not scenes:
+        raise FileNotFoundError(f"{', '.join(map(str, inputs))} holds only plinknet outputs, no scene to predict")
     plans = scene_outputs(scenes, Path(out_dir), probabilities, geojson)
     refuse_overwriting([p[k] for p in plans for k in ("raster", "geojson")],
                        {"input scene": scenes, "checkpoint": [Path(checkpoint)]})  # fmt: skip
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     config = config or PredictConfig()
     network = Network(checkpoint, device=resolve_device(device), backend=config.backend)
-    result: dict[str, list[Path]] = {"written": [], "skipped": []}
+    config = config.for_checkpoint(network.crop_size, network.threshold)
+    if not overwrite:
+        _refuse_stale_outputs([p["raster"] for p in plans], output_tags(network, config, scale), Path(out_dir))
+    result: dict[str, list[Path]] = {"written": [], "skipped": [], "ignored": [p for p in found if p not in scenes]}
     mine = plans[rank::world_size]
     desc = "scenes" if world_size == 1 else f"scenes (rank {rank}/{world_size})"
     for plan in tqdm(mine, desc=desc, unit="scene", disable=not progress):
@@ -440,6 +447,42 @@ def predict_scenes(
                          scale=scale, simplify=simplify, geojson_wgs84=geojson_wgs84, network=network)  # fmt: skip
         result["written"].append(raster)
     return result
+
+
+def output_tags(network: Network, config: PredictConfig, scale: tuple[float, float] | None) -> dict[str, str]:
+    """What an output depends on, as GeoTIFF tags: the checkpoint's content, window, overlap, threshold and scale.
+
+    A resumed ``predict --out-dir`` skips an output only when these match (see :func:`_refuse_stale_outputs`).
+    """
+    return {"plinknet_checkpoint_sha256": network.key, "plinknet_window_asked": str(config.window),
+            "plinknet_overlap": str(config.overlap), "plinknet_threshold": repr(float(config.threshold)),
+            "plinknet_scale": "none" if scale is None else f"{float(scale[0])!r} {float(scale[1])!r}"}  # fmt: skip
+
+
+def _refuse_stale_outputs(rasters: list[Path], expected: dict[str, str], out_dir: Path) -> None:
+    """Raise ValueError, before any work, when an existing output was made otherwise than asked now.
+
+    Such an output would be reported as done while holding another checkpoint's (or window's, overlap's,
+    threshold's, scale's) masks; plinknet never replaces it silently either: the user chooses.
+    """
+    stale = []
+    for raster in rasters:
+        if not raster.exists():
+            continue
+        try:
+            with rasterio.open(raster) as src:
+                tags = src.tags()
+        except rasterio.errors.RasterioIOError as error:
+            stale.append(f"{raster.name} is unreadable ({str(error).splitlines()[0]})")
+            continue
+        differ = [f"{key.removeprefix('plinknet_')} {tags.get(key, 'unrecorded')} (now {value})"
+                  for key, value in expected.items() if tags.get(key) != value]  # fmt: skip
+        if differ:
+            stale.append(f"{raster.name} was made with {', '.join(differ)}")
+    if stale:
+        more = f"; and {len(stale) - 3} more" if len(stale) > 3 else ""
+        raise ValueError(f"{out_dir} holds outputs made otherwise than asked: {'; '.join(stale[:3])}{more}. "
+                         f"Use --overwrite to replace them, or another --out-dir")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- whole arrays (notebooks, evaluate)

@@ -95,11 +95,15 @@ class SceneReader:
             valid = band[..., 3] > 0 if self.masked else None
             return np.ascontiguousarray(band[..., :3]), valid
         window = Window(0, row, self.width, min(height, self.height - row))
-        pixels = self.dataset.read((1, 2, 3), window=window)  # (3, h, W)
+        try:
+            pixels = self.dataset.read((1, 2, 3), window=window)  # (3, h, W)
+            valid = self.dataset.dataset_mask(window=window) > 0 if self.masked else None
+        except rasterio.errors.RasterioError as error:  # GDAL's own message does not name the file
+            raise ValueError(f"cannot read rows {row}-{row + window.height} of {self.name}: the file is damaged or "
+                             f"truncated ({str(error).splitlines()[0]})") from None  # fmt: skip
         if self.scale is not None:
             low, high = self.scale
             pixels = np.clip((pixels.astype(np.float32) - low) * (255 / (high - low)), 0, 255).round()
-        valid = self.dataset.dataset_mask(window=window) > 0 if self.masked else None
         return np.ascontiguousarray(pixels.transpose(1, 2, 0), dtype=np.uint8), valid
 
     def close(self) -> None:
@@ -120,8 +124,9 @@ def find_scenes(inputs: list[str | os.PathLike]) -> list[Path]:
     for item in map(str, inputs):
         if any(ch in item for ch in "*?["):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
-        elif Path(item).is_dir():
-            matches = sorted(p for p in Path(item).iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        elif Path(item).is_dir():  # hidden files are partial outputs being written
+            matches = sorted(p for p in Path(item).iterdir()
+                             if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))  # fmt: skip
         elif Path(item).is_file():
             matches = [Path(item)]
         else:
@@ -131,6 +136,15 @@ def find_scenes(inputs: list[str | os.PathLike]) -> list[Path]:
         found += matches
     unique = {p.resolve(): p for p in found}
     return sorted(unique.values(), key=lambda p: str(p))
+
+
+def is_prediction(path: Path) -> bool:
+    """True for a raster written by ``plinknet predict`` (its tags say so): an output, never an input scene."""
+    try:
+        with rasterio.open(path) as src:
+            return "plinknet_window" in src.tags()
+    except rasterio.errors.RasterioIOError:
+        return False  # unreadable: left for the reader, which names the file
 
 
 def scene_outputs(scenes: list[Path], out_dir: Path, probabilities: bool, geojson: bool) -> list[dict]:

@@ -53,11 +53,12 @@ labels.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,75 @@ def ensure_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None)
     if (root / "train" / "images").is_dir():
         return root
     return _write_atomically(out_dir, lambda partial: generate(partial, seed, config))
+
+
+MANIFEST = "plinknet-synth.json"  # in AerialImageDataset/, written last: what the sample is and every file it holds
+
+
+def _manifest(seed: int, config: SyntheticConfig) -> dict:
+    return {"kind": "synthetic", "seed": seed, "config": {**asdict(config), "cities": list(config.cities)}}
+
+
+def _sample_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None, overwrite: bool = False,
+                 progress: bool = True) -> tuple[Path, bool]:  # fmt: skip
+    """``plinknet synth``: the sample in ``out_dir``, never mixed with another; returns (AerialImageDataset, written).
+
+    A folder that already holds the complete sample of the same seed and sizes is left as it is (``written`` is
+    False). A folder holding anything else (another sample, an incomplete one, other files) is refused, or with
+    ``overwrite`` its AerialImageDataset is replaced whole. The sample is written beside the folder and moved in
+    when complete, with a manifest of its parameters and files.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds something else; the message says what.
+    """
+    config = config or SyntheticConfig()
+    out_dir = Path(out_dir)
+    root = out_dir / "AerialImageDataset"
+    wanted = _manifest(seed, config)
+    others = sorted(p.name for p in out_dir.iterdir() if p.name != "AerialImageDataset") if out_dir.is_dir() else []
+    if others:
+        raise FileExistsError(f"{out_dir} holds other files ({', '.join(others[:5])}); plinknet synth writes only "
+                              f"into an empty folder or one holding a sample: choose another --out")  # fmt: skip
+    if root.exists():
+        manifest_path = root / MANIFEST
+        found = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        if found is not None and {k: found.get(k) for k in wanted} == wanted:
+            missing = sorted(set(found.get("files", [])) - set(_sample_files(root)))
+            extra = sorted(set(_sample_files(root)) - set(found.get("files", [])))
+            if not missing and not extra:
+                return root, False
+            why = f"an incomplete or altered sample ({len(missing)} file(s) missing, {len(extra)} not of the sample)"
+        elif found is not None:
+            differ = [f"{k} {found['config'].get(k)!r} (asked {v!r})" for k, v in wanted["config"].items()
+                      if found["config"].get(k) != v]  # fmt: skip
+            if found.get("seed") != seed:
+                differ.insert(0, f"seed {found.get('seed')} (asked {seed})")
+            why = f"another sample: {', '.join(differ)}"
+        else:
+            why = "files without a plinknet manifest (an older or interrupted sample, or other data)"
+        if not overwrite:
+            raise FileExistsError(f"{root} holds {why}; use --overwrite to replace it whole, or another --out")
+
+    def write(partial: Path) -> None:
+        sample = generate(partial, seed, config, progress)
+        (sample / MANIFEST).write_text(json.dumps({**wanted, "files": _sample_files(sample)}, indent=1))
+
+    if root.exists():  # --overwrite: the new sample is complete before the old one goes
+        old = out_dir / ".AerialImageDataset.replaced"
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        write(partial)
+        os.replace(root, old)
+        os.replace(partial / "AerialImageDataset", root)
+        shutil.rmtree(old)
+        shutil.rmtree(partial)
+        return root, True
+    return _write_atomically(out_dir, write), True
 
 
 def _write_atomically(out_dir: Path, write) -> Path:

@@ -54,7 +54,7 @@ RUN_FILES = ("history.csv", "last.pt", "best.pt")  # what makes a folder a run (
 # How a run is executed, not what it computes: these may differ between a run and its resume, and between an archived
 # record and a rerun. Every other field of TrainConfig is the recipe (see RECIPE_FIELDS and recipe_changes); a test
 # checks that each field is in exactly one of the two lists, so a new field needs a decision.
-RUN_OPTIONS = ("out_dir", "workers", "progress", "device", "cache_dir", "check_data", "compile")
+RUN_OPTIONS = ("out_dir", "workers", "progress", "device", "cache_dir", "check_data", "channels_last", "compile")
 SAFE_ON_RESUME = ("epochs", *RUN_OPTIONS)  # a resume may also train longer
 
 

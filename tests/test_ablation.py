@@ -3,16 +3,22 @@
 import csv
 import json
 import math
+import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import plinknet.train as train_module
 from plinknet import ablation
 from plinknet.ablation import paired_bootstrap, run_ablation, summarize, verdict
 from plinknet.synthetic import SyntheticConfig, generate
 from plinknet.train import TrainConfig
+
+
+CITIES = ("alpine", "farmland", "gridtown", "oldtown", "suburbia")
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +48,62 @@ def test_ablation_archives_resumes_and_reports(lab_sample, tmp_path, monkeypatch
     for metric in ("iou", "miou", "f1"):
         low, high = saved[f"gap_{metric}_ci95"]
         assert low <= saved[f"gap_{metric}_mean"] <= high
-    assert saved["runs_for_paper_gap"] >= 2 and saved["sigma_iou"] >= 0
+    assert set(saved["readings"]) == {"iou", "miou"} and saved["readings"]["miou"]["runs_needed_ci95"]
     assert len(saved["data_sha256"]) == 64 and saved["provenance"]["torch"]
     assert "recall_large" in saved["lab"]["models"]["P-LinkNet"]
     plinknet_seed0 = json.loads((out / "runs" / "seed0-plinknet.json").read_text())
     linknet_seed0 = json.loads((out / "runs" / "seed0-linknet34.json").read_text())
     assert plinknet_seed0["config"]["pyramid_bins"] == [1, 2, 3, 6] and linknet_seed0["config"]["pyramid_bins"] == []
     assert plinknet_seed0["best_on"] == "select" and plinknet_seed0["window"] == 64
-    assert set(plinknet_seed0["per_tile"]) == {f"{c}1" for c in ("alpine", "farmland", "gridtown", "oldtown",
-                                                                "suburbia")}  # fmt: skip  # validation tiles only
+    assert set(plinknet_seed0["per_tile"]) == {f"{c}1" for c in CITIES}  # validation tiles only
     with (out / "results.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * 2 * 5 and {"tp", "f1", "large_total", "distractor_pixels"} <= set(rows[0])
     assert summary["gap_iou_mean"] == saved["gap_iou_mean"]
 
-    # a second call trains nothing: every run is archived
+    assert plinknet_seed0["tiles"] == sorted(plinknet_seed0["per_tile"]) and plinknet_seed0["threshold"] == 0.5
+    assert plinknet_seed0["data_sha256"] == saved["data_sha256"]
+
+    # a second call trains nothing, whatever run options change: every run is archived
     monkeypatch.setattr(ablation, "run_one", lambda *a, **k: pytest.fail("a finished run was run again"))
-    again = run_ablation(tiny(lab_sample), [0, 1], out, runs, bootstrap_draws=300)
+    again = run_ablation(tiny(lab_sample, workers=1, progress=True), [0, 1], out, runs, bootstrap_draws=300)
     assert again["gap_iou_mean"] == summary["gap_iou_mean"]
+
+
+def _fingerprint(folder) -> dict:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monkeypatch):
+    """Retries with other run options, another spelling of the runs folder, lost records or another split only
+    score again; another recipe is refused before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", bootstrap_draws=100)
+    checkpoints = _fingerprint(tmp_path / "runs")
+    assert any(name.endswith("best.pt") for name in checkpoints)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    (tmp_path / "archive/runs/seed1-plinknet.json").unlink()  # a lost record: scored again from best.pt
+    run_ablation(tiny(lab_sample, workers=1), [0, 1], "archive", tmp_path / "runs", bootstrap_draws=100)
+    assert json.loads((tmp_path / "archive/runs/seed1-plinknet.json").read_text())["split"] == "val"
+    selected = run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", split="select", bootstrap_draws=100)
+    assert selected["split"] == "select" and selected["tiles"] == [f"{c}6" for c in CITIES]
+    assert _fingerprint(tmp_path / "runs") == checkpoints
+
+    archive = _fingerprint(tmp_path / "archive")
+    with pytest.raises(ablation.ArchiveError, match="lr: saved 0.01, given 0.02"):
+        run_ablation(tiny(lab_sample, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)
+    assert _fingerprint(tmp_path / "archive") == archive and _fingerprint(tmp_path / "runs") == checkpoints
+
+
+def test_archived_run_records_are_not_ignored_by_git():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["git", "check-ignore", "-q", "results/x/runs/a.json"], cwd=root)
+    assert result.returncode == 1  # 1: not ignored
 
 
 def test_ablate_command_line(lab_sample, tmp_path):
@@ -71,7 +115,7 @@ def test_ablate_command_line(lab_sample, tmp_path):
            "--lr-milestones", "--no-progress"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "95 % interval" in result.stdout and (tmp_path / "a" / "summary.json").is_file()
+    assert "95 % t-interval" in result.stdout and (tmp_path / "a" / "summary.json").is_file()
     one_seed = [*cmd[:7], "3", *cmd[9:]]  # no spread to measure
     result = subprocess.run(one_seed, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "two distinct seeds" in result.stderr
@@ -94,12 +138,51 @@ def test_summary_statistics_by_hand():
     gaps = [50 - iou_l[0], 50 - iou_l[1]]
     assert summary["gap_iou_mean"] == pytest.approx(np.mean(gaps))
     assert summary["sigma_iou"] == pytest.approx(np.std(gaps, ddof=1))
-    expected_runs = math.ceil(((1.959964 + 0.841621) * np.std(gaps, ddof=1) / 0.22) ** 2)
-    assert summary["runs_for_paper_gap"] == expected_runs
-    low, high = summary["gap_iou_ci95"]
-    assert min(gaps) - 1e-9 <= low <= summary["gap_iou_mean"] <= high <= max(gaps) + 1e-9
-    assert verdict(summary) == "reproduced"  # the interval lies above 0 (far above +0.22, even)
+    # two seeds: the t-interval is mean +- t(0.975, 1 df) * sd / sqrt(2), t = 12.7062 from a printed table
+    half = 12.7062 * np.std(gaps, ddof=1) / np.sqrt(2)
+    assert summary["gap_iou_ci95"] == pytest.approx([np.mean(gaps) - half, np.mean(gaps) + half], rel=1e-4)
+    assert verdict(summary) == "inconclusive"  # so wide at two seeds that it holds 0 and +0.22
+    assert set(summary["readings"]) == {"iou", "miou"} and summary["readings"]["miou"]["metric"] == "miou"
     assert verdict(None) == "not tested at paper scale"
+
+
+def test_verdict_reads_the_interval_of_the_metric_asked():
+    summary = {"gap_iou_ci95": [0.05, 0.6], "gap_miou_ci95": [-0.3, 0.1], "paper_gap": 0.22}
+    assert verdict(summary, "iou") == "reproduced" and verdict(summary, "miou") == "not reproduced"
+
+
+def test_power_matches_published_values():
+    # G*Power / Cohen's tables, paired t-test, two-sided 5 %, 80 % power: d = 0.5 needs 34 pairs, d = 0.8 needs 15
+    assert ablation.runs_needed(sigma=2.0, gap=1.0) == 34
+    assert ablation.runs_needed(sigma=1.0, gap=0.8) == 15
+    # and the other way round: 34 pairs detect d = 0.5 (just), 15 detect d = 0.8
+    assert ablation.detectable_gap(sigma=2.0, seeds=34) == pytest.approx(1.0, abs=0.02)
+    # the chi-square interval of a standard deviation from 5 values: x0.599 to x2.874 (tabulated factors)
+    low, high = ablation.sigma_interval(1.0, 5)
+    assert (low, high) == pytest.approx((0.5991, 2.8735), abs=1e-3)
+
+
+def _coverage(method, n: int, reps: int = 4000, true_gap: float = 0.3, sigma: float = 3.0) -> float:
+    rng = np.random.default_rng(n)
+    gaps = rng.normal(true_gap, sigma, size=(reps, n))  # (replications, seeds): per-seed gaps of known mean
+    low, high = method(gaps)
+    return float(np.mean((low <= true_gap) & (true_gap <= high)))
+
+
+def _percentile_bootstrap(gaps: np.ndarray, draws: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """The interval the archive used before: percentile bootstrap of the mean over seeds."""
+    rng = np.random.default_rng(1)
+    reps, n = gaps.shape
+    picks = rng.integers(0, n, size=(reps, draws, n))
+    means = np.take_along_axis(gaps[:, None, :].repeat(draws, axis=1), picks, axis=2).mean(axis=2)
+    return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_the_gap_interval_covers_the_true_gap_95_percent_of_the_time(n):
+    assert 0.93 <= _coverage(ablation.paired_t_interval, n) <= 0.97
+    # the same check rejects the percentile bootstrap over seeds (about 70 % at 3 seeds, 84 % at 5)
+    assert _coverage(_percentile_bootstrap, n) < 0.90
 
 
 def test_bootstrap_of_identical_networks_is_centred_on_zero():

@@ -44,54 +44,82 @@ def test_citation_file():
     assert citation["references"][0]["doi"] == "10.5194/isprs-archives-XLIII-B3-2020-35-2020"
 
 
-def test_chapter_5_runs_alone_in_an_empty_run_folder(tmp_path):
+def test_chapter_5_runs_alone_and_resumes_an_interrupted_run(tmp_path):
+    """Chapter 5 in a run folder holding only the P-LinkNet run it needs, stopped after its first epoch (as a kernel
+    death would leave it): the chapter resumes that run, never restarts it, and trains LinkNet34 itself."""
     papermill = pytest.importorskip("papermill")
     from plinknet.synthetic import SyntheticConfig, generate
+    from plinknet.train import TrainConfig, read_history, train
 
     generate(tmp_path / "sample", seed=1, config=SyntheticConfig(tile_size=256, val_tiles=1, train_tiles=2),
              progress=False)  # fmt: skip
     runs = tmp_path / "runs"
+    params = {"run_dir": str(runs), "data_dir": str(tmp_path / "sample"), "synthetic": True, "epochs": 2,
+              "samples_per_tile": 2, "val_samples_per_tile": 1, "batch_size": 4, "lr_milestones": [],
+              "device": "cpu"}  # fmt: skip
+    chapter = {k: v for k, v in params.items() if k not in ("run_dir", "synthetic")}
+    interrupted = TrainConfig(**chapter, out_dir=str(runs / "plinknet"), encoder_weights=None, crop_size=192,
+                              select_tiles=(6,), lr=0.05, workers=0, seed=0, progress=False)  # fmt: skip
+
+    def kernel_death(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, on_epoch_end=kernel_death)
+    first_epoch = read_history(runs / "plinknet")
     papermill.execute_notebook(
         str(ROOT / "book" / "05_results.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(ROOT / "book"),
-        kernel_name="python3", progress_bar=False,
-        parameters={"run_dir": str(runs), "data_dir": str(tmp_path / "sample"), "synthetic": True, "epochs": 1,
-                    "samples_per_tile": 2, "val_samples_per_tile": 1, "batch_size": 4, "lr_milestones": [],
-                    "examples": 2, "example_size": 192, "device": "cpu"},
+        kernel_name="python3", progress_bar=False, parameters={**params, "examples": 2, "example_size": 192},
     )  # fmt: skip
+    resumed = read_history(runs / "plinknet")
+    assert [r["epoch"] for r in resumed] == [1, 2] and resumed[0] == first_epoch[0]  # resumed, not restarted
     assert (runs / "plinknet" / "best.pt").is_file() and (runs / "linknet34" / "metrics.json").is_file()
     assert list((runs / "scene").glob("*_buildings.geojson"))
 
 
 def _summary(gap_low, gap_high):
+    from plinknet.ablation import reading
+
     models = {m: {f"{k}_{s}": 50.0 for k in ("iou", "miou", "f1", "precision") for s in ("mean", "std")}
               for m in ("P-LinkNet", "LinkNet34")}  # fmt: skip
-    return {"seeds": [0, 1], "tiles": ["a1"], "split": "val", "window": 192, "data_dir": "data/x",
-            "data_sha256": "0" * 64, "models": models, "paper": {"P-LinkNet": {"iou": 84.48, "second": 91.5},
-            "LinkNet34": {"iou": 84.26, "second": 91.04}}, "gap_iou_mean": (gap_low + gap_high) / 2,
-            "gap_iou_ci95": [gap_low, gap_high], "gap_miou_mean": 0.0, "gap_miou_ci95": [-1, 1],
-            "gap_f1_mean": 0.0, "gap_f1_ci95": [-1, 1], "sigma_iou": 1.5, "runs_for_paper_gap": 367,
-            "runs_for_paper_gap_unpaired": 700, "paper_gap": 0.22, "compute_seconds": 3600,
-            "runs_provenance": {"commit": ["abc"], "train_commit": ["def"], "torch": ["2.14"],
-                                "device": ["cpu (2 threads)"], "date": ["d"]}}  # fmt: skip
+    summary = {"seeds": [0, 1, 2], "tiles": ["a1"], "split": "val", "window": 192, "data_dir": "data/x",
+               "data_sha256": "0" * 64, "models": models, "paper": {"P-LinkNet": {"iou": 84.48, "second": 91.5},
+               "LinkNet34": {"iou": 84.26, "second": 91.04}}, "gap_iou_mean": (gap_low + gap_high) / 2,
+               "gap_iou_ci95": [gap_low, gap_high], "gap_iou_ci95_bootstrap": [gap_low / 2, gap_high / 2],
+               "gap_miou_mean": 0.0, "gap_miou_ci95": [-1, 1], "gap_miou_ci95_bootstrap": [-0.5, 0.5],
+               "gap_f1_mean": 0.0, "gap_f1_ci95": [-1, 1], "sigma_iou": 1.5, "sigma_miou": 1.0, "paper_gap": 0.22,
+               "compute_seconds": 3600, "pairing": {m: {"sigma_paired_gap": 1.5, "sigma_one_network": 2.0,
+                                                        "sqrt2_sigma_one_network": 2.83} for m in ("iou", "miou")},
+               "runs_provenance": {"commit": ["abc"], "train_commit": ["def"], "torch": ["2.14"],
+                                   "device": ["cpu (2 threads)"], "date": ["d"]}}  # fmt: skip
+    summary["readings"] = {m: {**reading(summary, m), "runs_needed_unpaired": 700} for m in ("iou", "miou")}
+    return summary
 
 
 def test_verdict_is_filled_from_the_archives(tmp_path):
-    from plinknet.book import verdict_markdown
+    from plinknet.book import power_text, verdict_markdown
 
     (tmp_path / "ablation-synthetic-cpu").mkdir()
     text = verdict_markdown(tmp_path)
     assert "Status of the claim: not tested at paper scale" in text and "make paper" in text
-    (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(_summary(-1.0, 2.0)))
+    lab = _summary(-1.0, 2.0)
+    (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(lab))
     text = verdict_markdown(tmp_path)
-    assert "+0.50 points, 95 % interval [-1.00, +2.00]" in text and "no difference detected" in text
-    assert "367 runs of each network" in text
+    assert "| gap, P-LinkNet − LinkNet34 | +0.50 points | +0.00 points |" in text
+    assert "| 95 % interval (paired t, over seeds) | [-1.00, +2.00] | [-1.00, +1.00] |" in text
+    assert "| sensitivity: bootstrap over seeds and tiles | [-0.50, +1.00] | [-0.50, +0.50] |" in text
+    assert "no difference detected" in text and "{doc}`chapter 6 <06_protocol>`" in text
+    low, high = lab["readings"]["miou"]["runs_needed_ci95"]
+    assert low < lab["readings"]["miou"]["runs_needed"] < high and f"(95 % range {low:,} to {high:,})" in text
+    assert "reduces** the spread" in power_text(lab)
     (tmp_path / "paper-inria-gpu").mkdir()
     (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(0.1, 0.3)))
-    assert "Status of the claim: reproduced" in verdict_markdown(tmp_path)
+    assert "Status of the claim: reproduced read as building IoU, inconclusive read as mIoU" in verdict_markdown(
+        tmp_path)
     (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(-0.5, 0.1)))
-    assert "Status of the claim: not reproduced" in verdict_markdown(tmp_path)
+    assert "Status of the claim: not reproduced read as building IoU" in verdict_markdown(tmp_path)
     (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(-0.5, 0.9)))
-    assert "Status of the claim: inconclusive" in verdict_markdown(tmp_path)
+    assert "Status of the claim: inconclusive read as building IoU" in verdict_markdown(tmp_path)
 
 
 def test_ledger_and_register_are_tables():

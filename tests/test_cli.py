@@ -153,7 +153,12 @@ def test_resume_without_a_run_is_an_error(tmp_path):
 
 
 def test_check_data_lists_every_problem(tmp_path):
-    assert "sound" in plinknet("check-data", FIXTURE, "--quiet").stdout
+    assert "4 tile(s) checked, every one readable and sound" in plinknet("check-data", FIXTURE, "--quiet").stdout
+    empty = tmp_path / "empty" / "AerialImageDataset" / "train"
+    (empty / "images").mkdir(parents=True)
+    (empty / "gt").mkdir()
+    result = plinknet("check-data", tmp_path / "empty", "--quiet", check=False)
+    assert result.returncode == 1 and "no tile in" in result.stdout and "readable and sound" not in result.stdout
     broken = tmp_path / "data"
     __import__("shutil").copytree(FIXTURE, broken)
     (broken / "AerialImageDataset/train/images/austin6.tif").write_bytes(b"not a tiff")

@@ -410,6 +410,33 @@ def test_check_tiles_reports_every_problem_at_once_and_remembers_sound_tiles(cop
     assert "austin6.tif holds value(s) [77]" in text and "tyrol-w1.tif" in text and "vienna3.tif" in text
 
 
+@pytest.mark.parametrize("rows", [8, 4096])  # the two halves in different blocks of the check, or in one
+def test_a_mask_mixing_1_and_255_is_refused_whatever_the_blocks(copy, tmp_path, monkeypatch, rows):
+    mask = read_mask(copy / "train/gt/austin6.tif")  # {0, 1}, 64 rows
+    assert mask[:32].any() and mask[32:].any()
+    mixed = mask.copy()
+    mixed[32:] *= 255  # 0/1 above, 0/255 below
+    _rewrite(copy / "train/gt/austin6.tif", mixed)
+    monkeypatch.setattr(data, "CHECK_ROWS", rows)
+    problems = data.check_tiles(copy, progress=False, memo_dir=tmp_path / f"memo{rows}")
+    assert len(problems) == 1 and "austin6.tif holds both 1 and 255" in problems[0], problems
+
+
+def test_an_empty_dataset_is_not_called_sound(tmp_path):
+    for kind in ("images", "gt"):
+        (tmp_path / "AerialImageDataset" / "train" / kind).mkdir(parents=True)
+    problems = data.check_tiles(tmp_path, progress=False, memo_dir=tmp_path / "memo")
+    assert len(problems) == 1 and problems[0].startswith("no tile in"), problems
+    assert data.count_tiles(tmp_path) == 0
+
+
+def test_whole_tile_reads_name_a_damaged_file(copy):
+    for path, read in ((copy / "train/images/tyrol-w1.tif", read_image), (copy / "train/gt/tyrol-w1.tif", read_mask)):
+        path.write_bytes(path.read_bytes()[:-300])
+        with pytest.raises(InriaDataError, match=str(path)):
+            read(path)
+
+
 # ---------------------------------------------------------------------------- real crops
 
 

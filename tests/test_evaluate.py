@@ -1,7 +1,9 @@
 """plinknet evaluate: whole tiles, shared among torchrun processes, reports that survive write errors."""
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import FIXTURE, TORCHRUN, run_killable, sharp_model, write_checkpoint
@@ -52,3 +54,16 @@ def test_results_are_shown_even_when_the_report_cannot_be_written(checkpoint, tm
     assert "results are above" in stderr and stderr.count("\n") == 1
     code, stdout, _ = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--out", tmp_path / "new" / "m.json")
     assert code == 0 and json.loads((tmp_path / "new" / "m.json").read_text())["split"] == "val"
+
+
+def test_a_damaged_tile_is_named(checkpoint, tmp_path):
+    data = Path(shutil.copytree(FIXTURE, tmp_path / "data"))
+    damaged = data / "AerialImageDataset/train/images/austin1.tif"
+    damaged.write_bytes(damaged.read_bytes()[:-300])
+    code, _, stderr = evaluate_cli("--data", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
+    assert code == 1 and str(damaged) in stderr, stderr
+    damaged.write_bytes((FIXTURE / "AerialImageDataset/train/images/austin1.tif").read_bytes())
+    mask = data / "AerialImageDataset/train/gt/austin1.tif"
+    mask.write_bytes(mask.read_bytes()[:-300])
+    code, _, stderr = evaluate_cli("--data", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
+    assert code == 1 and str(mask) in stderr, stderr

@@ -49,6 +49,24 @@ def test_train_with_batch_size_one():
     assert model.center.levels[0][1].weight.grad is not None
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_an_ablation_pair_shares_its_start(seed):
+    """For one seed, P-LinkNet and LinkNet34 start with bitwise-equal encoder, decoder and head: only the pyramid
+    differs, and the random stream after construction is the same for both (data order, augmentation)."""
+    torch.manual_seed(seed)
+    pyramid = PLinkNet(encoder_name="resnet18")
+    after_pyramid = torch.get_rng_state()
+    torch.manual_seed(seed)
+    plain = LinkNet34(encoder_name="resnet18")
+    after_plain = torch.get_rng_state()
+    with_pyramid, without = pyramid.state_dict(), plain.state_dict()
+    assert set(with_pyramid) - set(without) == {k for k in with_pyramid if k.startswith("center.")}
+    for name, value in without.items():
+        assert torch.equal(with_pyramid[name], value), name
+    assert torch.equal(after_pyramid, after_plain)
+    assert list(dict(pyramid.named_children())) == ["encoder", "center", "decoder"]  # checkpoint and optimizer order
+
+
 def test_pyramid_pooling_shapes_and_bins():
     ppm = PyramidPooling(64, bins=(1, 2, 3, 6))
     x = torch.randn(2, 64, 16, 16)

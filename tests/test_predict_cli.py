@@ -179,3 +179,47 @@ def test_help_says_what_each_option_does():
     for option in ("--out-dir", "--geojson-wgs84", "--simplify", "--scale", "--overwrite", "--window", "--overlap",
                    "--batch-size", "--backend", "torchrun", "INPUT OUTPUT"):  # fmt: skip
         assert option in text
+
+
+def test_outputs_of_another_checkpoint_or_option_are_not_reported_as_done(tmp_path, capsys, checkpoint, scenes):
+    out_dir = tmp_path / "out"
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", out_dir)
+    assert code == 0, err
+    stamps = {p: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    other = sharp_model()
+    with torch.no_grad():
+        other.decoder.classifier.bias.add_(1.0)  # another network in a file of the same name
+    (tmp_path / "again").mkdir()
+    retrained = write_checkpoint(other, tmp_path / "again" / checkpoint.name)
+    code, _, err = predict(capsys, "--checkpoint", retrained, scenes[0].parent, "--out-dir", out_dir)
+    assert code == 1 and "checkpoint_sha256" in err and "--overwrite" in err, err
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", out_dir,
+                           "--overlap", "8")  # fmt: skip
+    assert code == 1 and "overlap 4 (now 8)" in err, err
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", out_dir,
+                           "--threshold", "0.7")  # fmt: skip
+    assert code == 1 and "threshold 0.5 (now 0.7)" in err, err
+    assert {p: p.stat().st_mtime_ns for p in out_dir.iterdir()} == stamps  # refused before any work
+    code, _, err = predict(capsys, "--checkpoint", retrained, scenes[0].parent, "--out-dir", out_dir, "--overwrite")
+    assert code == 0 and "3 scene(s) predicted, 0 already complete" in err, err
+    code, _, err = predict(capsys, "--checkpoint", retrained, scenes[0].parent, "--out-dir", out_dir)
+    assert code == 0 and "0 scene(s) predicted, 3 already complete" in err, err
+
+
+def test_an_output_folder_that_is_also_the_input_folder(tmp_path, capsys, checkpoint, scenes):
+    folder = scenes[0].parent
+    for _ in range(2):  # the second run must not take the first run's outputs for scenes
+        code, _, err = predict(capsys, "--checkpoint", checkpoint, folder, "--out-dir", folder)
+        assert code == 0, err
+    assert "0 scene(s) predicted, 3 already complete" in err and "3 plinknet output(s) among the inputs" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"tile{k}.tif" for k in range(3)] + [f"tile{k}_buildings.tif" for k in range(3)])
+
+
+def test_a_truncated_scene_is_named(tmp_path, capsys, checkpoint, scenes):
+    damaged = scenes[1]
+    damaged.write_bytes(damaged.read_bytes()[:-300])
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, damaged, tmp_path / "m.tif")
+    assert code == 1 and str(damaged) in err and "damaged or truncated" in err, err
+    code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", tmp_path / "out")
+    assert code == 1 and str(damaged) in err, err

@@ -323,3 +323,37 @@ def test_cli_inria_scale_excludes_the_sample_sizes(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--inria-scale" in err and "--tile-size" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_synth_never_mixes_two_samples_in_one_folder(tmp_path, capsys):
+    from plinknet.cli import main
+
+    out = tmp_path / "sample"
+    small = ["synth", "--out", str(out), "--tile-size", "64", "--train-tiles", "1", "--val-tiles", "1"]
+    assert main(small) == 0
+    images = out / "AerialImageDataset/train/images"
+    first = {p.name: p.stat().st_mtime_ns for p in images.iterdir()}
+    assert main(small) == 0 and "already holds this sample" in capsys.readouterr().out  # complete: left alone
+    other = ["synth", "--out", str(out), "--tile-size", "96", "--train-tiles", "2", "--val-tiles", "1"]
+    assert main(other) == 1
+    err = capsys.readouterr().err
+    assert "tile_size 64 (asked 96)" in err and "train_tiles 1 (asked 2)" in err and "--overwrite" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in images.iterdir()} == first  # nothing written
+    next(iter(sorted(images.iterdir()))).unlink()  # an altered sample is not complete
+    assert main(small) == 1 and "incomplete or altered" in capsys.readouterr().err
+    assert main([*other, "--overwrite"]) == 0  # replaced whole: only the new sample's files
+    names = sorted(p.name for p in images.iterdir())
+    assert names == sorted(f"{c}{n}.tif" for c in SYNTHETIC_CITIES for n in (1, 6, 7))
+    with rasterio.open(images / names[0]) as src:
+        assert src.width == 96
+    assert not list(tmp_path.glob("*.partial")) and not list(out.glob(".*"))
+
+
+def test_synth_refuses_a_folder_with_other_files(tmp_path, capsys):
+    from plinknet.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    assert main(["synth", "--out", str(tmp_path / "data"), "--tile-size", "64", "--train-tiles", "1"]) == 1
+    assert "notes.txt" in capsys.readouterr().err and sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "notes.txt"]

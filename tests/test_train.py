@@ -1,3 +1,5 @@
+import dataclasses
+import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -15,14 +17,18 @@ from plinknet.data import InriaDataError, InriaDataset
 from plinknet.loss import DiceBCELoss
 from plinknet.model import PLinkNet
 from plinknet.train import (
+    RECIPE_FIELDS,
+    SAFE_ON_RESUME,
     RunFolderError,
     TrainConfig,
     TrainingDiverged,
     load_checkpoint,
     make_loader,
     read_history,
+    recipe_changes,
     save_atomic,
     train,
+    train_or_reuse,
     validate,
 )
 
@@ -141,6 +147,67 @@ def test_a_run_folder_is_never_silently_overwritten(tmp_path):
     assert (run / "last.pt").read_bytes() == before
     train(tiny(tmp_path, epochs=1, lr=0.02), overwrite=True)
     assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.02
+
+
+def _fingerprint(folder) -> dict:
+    """Every file under ``folder``: its SHA-256 and modification time (ns)."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_train_or_reuse_skips_a_finished_run_and_resumes_a_stopped_one(tmp_path):
+    config = tiny(tmp_path, epochs=2)
+
+    def stop_after_first_epoch(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=stop_after_first_epoch)
+    first = read_history(config.out_dir)
+    train_or_reuse(tiny(tmp_path, epochs=2, workers=1))  # resumed, the run option changed
+    assert [r["epoch"] for r in read_history(config.out_dir)] == [1, 2]
+    assert read_history(config.out_dir)[0] == first[0]
+    finished = _fingerprint(config.out_dir)
+    train_or_reuse(tiny(tmp_path, epochs=2, progress=True, check_data=False))  # finished: nothing happens
+    assert _fingerprint(config.out_dir) == finished
+
+
+@pytest.mark.parametrize("change, named", [({"lr": 0.5}, "lr: saved 0.01, given 0.5"),
+                                           ({"epochs": 1}, "a run of 2 epochs, asked for 1")])  # fmt: skip
+def test_train_or_reuse_refuses_another_recipe_and_deletes_nothing(tmp_path, change, named):
+    config = tiny(tmp_path, epochs=2)
+    run = train(config)
+    before = _fingerprint(run)
+    with pytest.raises(RunFolderError) as error:
+        train_or_reuse(tiny(tmp_path, **{"epochs": 2, **change}))
+    assert named in str(error.value) and str(run) in str(error.value)
+    assert _fingerprint(run) == before
+
+
+def test_a_run_saved_before_a_field_existed_still_resumes(tmp_path):
+    config = tiny(tmp_path, epochs=2)
+
+    def stop_after_first_epoch(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=stop_after_first_epoch)
+    last = Path(config.out_dir) / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]["dice_weight"]  # as if the field had been added to TrainConfig after this run
+    torch.save(state, last)
+    assert recipe_changes(state["config"], config.to_dict()) == []
+    train_or_reuse(config)
+    assert [r["epoch"] for r in read_history(config.out_dir)] == [1, 2]
+
+
+def test_every_field_is_either_recipe_or_run_option():
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert sorted(RECIPE_FIELDS + SAFE_ON_RESUME) == sorted(names)
+    assert not set(RECIPE_FIELDS) & set(SAFE_ON_RESUME)
+    assert {"lr", "pyramid_bins", "seed", "threshold", "amp", "data_dir"} <= set(RECIPE_FIELDS)
+    # the same folder written two ways is the same data
+    assert recipe_changes({"data_dir": "data/x"}, {"data_dir": str(Path("data/x").resolve())}, ("data_dir",)) == []
 
 
 def test_checkpoints_that_could_run_code_are_refused(tmp_path):
