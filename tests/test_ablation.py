@@ -1,9 +1,8 @@
 """plinknet ablate: paired runs over seeds, archived results, statistics that can be checked by hand."""
 
 import csv
-import json
-import math
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from plinknet import ablation
 from plinknet.ablation import paired_bootstrap, run_ablation, summarize, verdict
 from plinknet.synthetic import SyntheticConfig, generate
 from plinknet.train import TrainConfig
-
 
 CITIES = ("alpine", "farmland", "gridtown", "oldtown", "suburbia")
 
