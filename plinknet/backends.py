@@ -76,6 +76,7 @@ class TorchBackend:
         self._copied: list[torch.cuda.Event | None] = [None, None]
         self._turn = 0
         if self.cuda:
+            torch.cuda.set_device(device)  # cuda:N: this process's context, streams and events on GPU N, not 0
             torch.backends.cudnn.benchmark = True
         elif "LOCAL_WORLD_SIZE" in os.environ:
             torch.set_num_threads(cpu_threads())
@@ -95,7 +96,7 @@ class TorchBackend:
         buffer.copy_(torch.from_numpy(windows))
         on_gpu = buffer.to(self.device, non_blocking=True)
         self._copied[k] = torch.cuda.Event()
-        self._copied[k].record()
+        self._copied[k].record(torch.cuda.current_stream(self.device))  # the stream the copy was queued on
         return on_gpu
 
     @torch.no_grad()

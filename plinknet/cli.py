@@ -296,7 +296,12 @@ def run(args: argparse.Namespace) -> None:
             config = TrainConfig.from_run(given.pop("out_dir", TrainConfig.out_dir), **given)
         else:
             config = TrainConfig.from_dict(given)
-        print(train(config, resume=args.resume, overwrite=args.overwrite))
+        from plinknet import distributed
+
+        try:
+            print(train(config, resume=args.resume, overwrite=args.overwrite))
+        finally:
+            distributed.shutdown()  # under torchrun: leave the process group, every rank
     elif args.command == "ablate":
         from plinknet.ablation import BOOK_ONLY_KEYS, format_summary, run_ablation
         from plinknet.train import TrainConfig

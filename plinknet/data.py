@@ -24,6 +24,7 @@ The download lives in :mod:`plinknet.download`.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import math
 import os
@@ -742,10 +743,17 @@ def worker_init(worker_id: int | None = None) -> None:
 # ---------------------------------------------------------------------------- on the device
 
 
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std of 0-255 pixels, made once per device: no host-to-device copy per batch."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
+
+
 def normalize_batch(image: torch.Tensor) -> torch.Tensor:
     """ImageNet normalisation of a (B, 3, H, W) batch of 0-255 values, on its own device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1) * 255
+    mean, std = _imagenet_stats(image.device)
     return (image.float() - mean) / std
 
 
@@ -806,8 +814,9 @@ def prepare_batch(
     non_blocking = device.type == "cuda"
     image = batch["image"].to(device, non_blocking=non_blocking)  # (B, 3, S, S) uint8
     mask = batch["mask"].to(device, non_blocking=non_blocking)  # (B, 1, S, S) uint8
-    side = batch["side"]
+    side = batch["side"]  # (B,) on the host: the test below costs no device sync
     if image.shape[-1] != crop_size or bool((side != crop_size).any()):
+        side = side.to(device, non_blocking=non_blocking)
         image, mask = resize_regions(image.float(), mask, side, crop_size)
     image = normalize_batch(image)  # (B, 3, crop, crop) float32
     if channels_last and device.type == "cuda":

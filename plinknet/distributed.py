@@ -60,6 +60,16 @@ def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> t
     return moved.to(tensor.device)
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers of ``module`` (BatchNorm statistics); call it on every rank."""
+    if not dist.is_initialized():
+        return
+    for buffer in module.buffers():
+        moved = buffer.detach().to(_backend_device(), copy=True)
+        dist.broadcast(moved, src=src)
+        buffer.copy_(moved.to(buffer.device))
+
+
 def any_rank(flag: bool | torch.Tensor) -> bool:
     """True when ``flag`` is true on at least one process: all ranks then act together.
 

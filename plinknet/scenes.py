@@ -248,6 +248,7 @@ class RasterWriter:
 
 def _ring_area(ring: list) -> float:
     x, y = np.asarray(ring, dtype=np.float64).T
+    x, y = x - x[0], y - y[0]  # UTM coordinates are ~1e6 m: products of raw ones cancel away square metres
     return 0.5 * abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
 
 

@@ -206,6 +206,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ValueError(f"--device {name} under torchrun would put every process on GPU {device.index}; use "
+                         f"--device cuda or auto: each process takes cuda:LOCAL_RANK")  # fmt: skip
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -573,7 +576,9 @@ def train(
     val_split = "select" if config.select_tiles else "val"
     train_set = InriaDataset.from_config(config.data_config, "train")
     val_set = InriaDataset.from_config(config.data_config, val_split)  # the grid of every tile, no augmentation
-    model = prepare_model(PLinkNet.from_config(config.model_config), device, config.channels_last)
+    # a resume loads every weight from last.pt: building the encoder without its download lets an offline node resume
+    fresh_weights = {} if state is None else {"encoder_weights": None}
+    model = prepare_model(PLinkNet.from_config(config.model_config, **fresh_weights), device, config.channels_last)
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -647,7 +652,11 @@ def train(
             if distributed.any_rank(~_finite_weights(core)):
                 raise diverged("the weights became NaN or infinite", epoch)
             loss_sum = distributed.all_reduce(torch.tensor([loss_total.item(), seen], dtype=torch.float64))
-            metrics = validate(model, val_loader, loss_fn, device, config)
+            # The unwrapped model on every rank, its BatchNorm buffers made rank 0's first: the same collectives in
+            # the same order whatever a rank's share of the validation windows (DDP's own buffer broadcast runs only
+            # in a forward pass, which a rank with no window never makes: unmatched collectives hang NCCL).
+            distributed.broadcast_buffers(core)
+            metrics = validate(core, val_loader, loss_fn, device, config)
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,

@@ -6,6 +6,9 @@ MODE ``validate``: every rank validates its shard of the validation crops with t
 seeded model; rank 0 writes the summed confusion counts to OUT/counts.json.
 MODE ``nan``: training in which rank 1 alone gets a NaN loss on the last step of epoch 2;
 each rank writes the name of the exception it ended with to OUT/rank<k>.txt.
+MODE ``collectives`` (run with 3 processes): training whose validation has 2 windows, so one
+rank has none; each rank writes the sequence of collectives it issued to OUT/rank<k>.json,
+and rank 0 the validation counts of the last epoch to OUT/counts.json.
 """
 
 import json
@@ -72,7 +75,40 @@ def run_nan(data: str, out: Path) -> None:
     (out / f"rank{rank}.txt").write_text(outcome)
 
 
+COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_object", "broadcast_object_list", "barrier",
+               "_broadcast_coalesced", "reduce_scatter", "gather", "scatter")
+
+
+def run_collectives(data: str, out: Path) -> None:
+    import torch.distributed as dist
+
+    calls = []
+    for name in COLLECTIVES:  # every Python-level collective, DDP's buffer broadcast (_broadcast_coalesced) too
+        original = getattr(dist, name)
+
+        def recorded(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        setattr(dist, name, recorded)
+    counts = {}
+    real_validate = train_module.validate
+
+    def validate_and_keep(*args, **kwargs):
+        metrics = real_validate(*args, **kwargs)
+        counts.update({k: metrics[k] for k in ("tp", "fp", "fn", "tn")})
+        return metrics
+
+    train_module.validate = validate_and_keep
+    config = tiny(data, str(out / "run"), epochs=2, val_samples_per_tile=1, batch_size=1, samples_per_tile=3)
+    train_module.train(config)
+    rank = distributed.rank_and_size()[0]
+    (out / f"rank{rank}.json").write_text(json.dumps(calls))
+    if rank == 0:
+        (out / "counts.json").write_text(json.dumps(counts))
+
+
 if __name__ == "__main__":
     mode, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    {"validate": run_validate, "nan": run_nan}[mode](data, out)
+    {"validate": run_validate, "nan": run_nan, "collectives": run_collectives}[mode](data, out)
     distributed.shutdown()

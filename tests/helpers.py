@@ -46,14 +46,35 @@ def write_checkpoint(net: PLinkNet, path: Path, crop_size: int = 64) -> Path:
     return path
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), wherever its session: torchrun puts each worker in its own."""
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = open(f"/proc/{pid}/task/{task}/children").read().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += [child, *_descendants(child)]
+    return found
+
+
 def run_killable(cmd: list[str], timeout: float = 240, env: dict | None = None) -> tuple[int, str, str]:
-    """Run ``cmd`` in a session of its own, so that a hang kills torchrun's workers too; (code, stdout, stderr)."""
+    """Run ``cmd``; on a hang kill it and every process below it (torchrun's workers too): (code, stdout, stderr)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=env)  # fmt: skip
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        for pid in [*_descendants(proc.pid), proc.pid]:  # the workers hold the pipes: a survivor blocks forever
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.communicate(timeout=30)
         raise
     return proc.returncode, stdout, stderr

@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -404,6 +405,52 @@ def test_nan_on_one_rank_stops_every_rank(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_every_rank_issues_the_same_collectives_when_one_has_no_validation_window(tmp_path):
+    """3 gloo processes, 2 validation windows: rank 2 validates nothing. Under NCCL a collective that one rank skips
+    hangs or corrupts the next; gloo lets it pass, so the sequences are compared instead."""
+    threeway = [*TORCHRUN[:-1], "--nproc_per_node=3"]
+    code, _, stderr = run_killable([*threeway, str(HERE / "ddp_worker.py"), "collectives", str(FIXTURE),
+                                    str(tmp_path)], timeout=300)  # fmt: skip
+    assert code == 0, stderr[-3000:]
+    sequences = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(3)]
+    assert sequences[0] == sequences[1] == sequences[2], sequences
+    assert "broadcast" in sequences[0]  # the BatchNorm buffers, made rank 0's on every rank
+    config = TrainConfig.from_run(tmp_path / "run")  # the same 2 windows, validated in one process
+    model, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    val_set = train_module._every_nth_tile_window(InriaDataset.from_config(config.data_config, "val"), 1)
+    assert len(val_set) == 2
+    single = validate(model, make_loader(val_set, 1, None, 0, torch.device("cpu")), DiceBCELoss(),
+                      torch.device("cpu"), config)  # fmt: skip
+    assert json.loads((tmp_path / "counts.json").read_text()) == {k: single[k] for k in ("tp", "fp", "fn", "tn")}
+
+
+def test_resume_never_downloads_encoder_weights(tmp_path, monkeypatch):
+    run = train(tiny(tmp_path, epochs=1))
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["config"]["encoder_weights"] = "imagenet"  # as trained online, from ImageNet
+    state["model_config"]["encoder_weights"] = "imagenet"
+    torch.save(state, run / "last.pt")
+    import plinknet.model as model_module
+
+    real = model_module.build_encoder
+
+    def offline(name, weights):  # a compute node without internet
+        if weights is not None:
+            raise AssertionError(f"resume tried to fetch {weights} weights")
+        return real(name, weights)
+
+    monkeypatch.setattr(model_module, "build_encoder", offline)
+    train(TrainConfig.from_run(run, epochs=2), resume=True)
+    assert [r["epoch"] for r in read_history(run)] == [1, 2]
+
+
+def test_an_explicit_gpu_index_under_torchrun_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ValueError, match="every process on GPU 1"):
+        train_module.resolve_device("cuda:1")
 
 
 # --------------------------------------------------------------------------- GPU (skipped without CUDA)
