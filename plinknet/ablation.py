@@ -43,6 +43,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -313,13 +314,21 @@ def runs_needed(sigma: float, gap: float, alpha: float = ALPHA, power: float = P
     """
     if sigma <= 0:
         return 2
-    n = TTestPower().solve_power(effect_size=gap / sigma, alpha=alpha, power=power, alternative="two-sided")
+    effect = gap / sigma
+    with warnings.catch_warnings():  # its root finder gives up (NaN, with a warning) for very small effects
+        warnings.simplefilter("ignore")
+        n = TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power, alternative="two-sided")
+    if not np.isfinite(n):  # then n is large, where Guenther's normal form with its t correction is within a run
+        z_alpha, z_power = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
+        n = ((z_alpha + z_power) / effect) ** 2 + z_alpha**2 / 2
     return max(2, math.ceil(n))
 
 
 def detectable_gap(sigma: float, seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true gap that ``seeds`` paired runs detect with ``power`` (two-sided paired t-test at ``alpha``)."""
-    effect = TTestPower().solve_power(nobs=seeds, alpha=alpha, power=power, alternative="two-sided")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        effect = TTestPower().solve_power(nobs=seeds, alpha=alpha, power=power, alternative="two-sided")
     return float(effect * sigma)
 
 

@@ -337,6 +337,13 @@ def archive_provenance(summary: dict, config: dict | None = None) -> str:
             f"{', '.join(f'`{c[:10]}`' for c in runs['commit'])} on the {len(summary['tiles'])} "
             f"{summary['split']} tiles of `{summary['data_dir']}` (SHA-256 `{summary['data_sha256'][:16]}`), "
             f"whole tiles with a {summary['window']} px window; {hours:.1f} hours of computing.")  # fmt: skip
+    best = {name: m.get("best_epochs") for name, m in summary["models"].items()}
+    if all(best.values()):
+        epochs = (config or {}).get("epochs")
+        last = sum(e == epochs for b in best.values() for e in b) if epochs else None
+        text += (f" Best epoch per seed (picked on the selection tiles): "
+                 f"{'; '.join(f'{name} {list(b)}' for name, b in best.items())}"
+                 + (f", the last epoch in {last} of {sum(map(len, best.values()))} runs." if last is not None else "."))
     if config is not None:
         text += (f" Recipe: {config['epochs']} epochs of {config['samples_per_tile']} crops of "
                  f"{config['crop_size']} px per training tile, batch {config['batch_size']}, lr {config['lr']}, "

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file of training options; command-line options win")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir from its last.pt; only options typed here change, and only "
-                        "epochs, workers, progress, device and cache-dir may")  # fmt: skip
+                        "epochs and the run options (workers, progress, device, cache-dir, check-data, "
+                        "channels-last, compile) may")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out-dir")
     _add_dataclass_options(p, TrainConfig)
 

@@ -153,6 +153,9 @@ def test_power_matches_published_values():
     # G*Power / Cohen's tables, paired t-test, two-sided 5 %, 80 % power: d = 0.5 needs 34 pairs, d = 0.8 needs 15
     assert ablation.runs_needed(sigma=2.0, gap=1.0) == 34
     assert ablation.runs_needed(sigma=1.0, gap=0.8) == 15
+    # a tiny effect, where statsmodels' root finder gives up: the textbook normal approximation, to 0.1 %
+    assert ablation.runs_needed(sigma=100.0, gap=0.22) == pytest.approx(((1.959964 + 0.841621) * 100 / 0.22) ** 2,
+                                                                         rel=1e-3)  # fmt: skip
     # and the other way round: 34 pairs detect d = 0.5 (just), 15 detect d = 0.8
     assert ablation.detectable_gap(sigma=2.0, seeds=34) == pytest.approx(1.0, abs=0.02)
     # the chi-square interval of a standard deviation from 5 values: x0.599 to x2.874 (tabulated factors)
