@@ -183,11 +183,16 @@ def run_ablation(
                 continue
             record = json.loads(record_path.read_text())
             changed = recipe_changes(record["config"], model_config(base, model, seed, runs_dir).to_dict())
+            recorded_epochs = record["config"].get("epochs")
+            if recorded_epochs > base.epochs:
+                changed.append(f"epochs: saved {recorded_epochs}, given {base.epochs}")
             if changed:
                 raise ArchiveError(f"{record_path} records another recipe ({'; '.join(changed)}); choose another "
                                    f"--out (plinknet never replaces an archived run)")  # fmt: skip
             rescore = scoring_changes(record, scoring)
-            if rescore:
+            if recorded_epochs < base.epochs:  # a longer schedule: the run is resumed, then scored again
+                todo.append((model, seed, f"training on from epoch {recorded_epochs} to {base.epochs} in"))
+            elif rescore:
                 todo.append((model, seed, f"scoring again ({'; '.join(rescore)}) from"))
             else:
                 print(f"{model}, seed {seed}: done ({record_path})", flush=True)

@@ -77,8 +77,9 @@ def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monke
     """Retries with other run options, another spelling of the runs folder, lost records or another split only
     score again; another recipe is refused before anything is written."""
     monkeypatch.chdir(tmp_path)
-    run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", bootstrap_draws=100)
+    run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", bootstrap_draws=100)
     checkpoints = _fingerprint(tmp_path / "runs")
+    before_history = json.loads((tmp_path / "archive/runs/seed0-plinknet.json").read_text())["history"]
     assert any(name.endswith("best.pt") for name in checkpoints)
 
     def no_training(*args, **kwargs):
@@ -86,16 +87,25 @@ def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monke
 
     monkeypatch.setattr(train_module, "train", no_training)
     (tmp_path / "archive/runs/seed1-plinknet.json").unlink()  # a lost record: scored again from best.pt
-    run_ablation(tiny(lab_sample, workers=1), [0, 1], "archive", tmp_path / "runs", bootstrap_draws=100)
+    run_ablation(tiny(lab_sample, epochs=2, workers=1), [0, 1], "archive", tmp_path / "runs", bootstrap_draws=100)
     assert json.loads((tmp_path / "archive/runs/seed1-plinknet.json").read_text())["split"] == "val"
-    selected = run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", split="select", bootstrap_draws=100)
+    selected = run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", split="select", bootstrap_draws=100)
     assert selected["split"] == "select" and selected["tiles"] == [f"{c}6" for c in CITIES]
     assert _fingerprint(tmp_path / "runs") == checkpoints
 
     archive = _fingerprint(tmp_path / "archive")
     with pytest.raises(ablation.ArchiveError, match="lr: saved 0.01, given 0.02"):
-        run_ablation(tiny(lab_sample, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)
+        run_ablation(tiny(lab_sample, epochs=2, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)
+    with pytest.raises(ablation.ArchiveError, match="epochs: saved 2, given 1"):  # fewer epochs than archived
+        run_ablation(tiny(lab_sample, epochs=1), [0, 1], "archive", "runs", bootstrap_draws=100)
     assert _fingerprint(tmp_path / "archive") == archive and _fingerprint(tmp_path / "runs") == checkpoints
+
+    monkeypatch.undo()  # a longer schedule: every run trained on from its last epoch, none restarted
+    monkeypatch.chdir(tmp_path)
+    longer = run_ablation(tiny(lab_sample, epochs=3), [0, 1], "archive", "runs", bootstrap_draws=100)
+    record = json.loads((tmp_path / "archive/runs/seed0-plinknet.json").read_text())
+    assert record["config"]["epochs"] == 3 and [row["epoch"] for row in record["history"]] == [1, 2, 3]
+    assert record["history"][:2] == before_history and longer["models"]["P-LinkNet"]["epochs"] == [3, 3]
 
 
 def test_archived_run_records_are_not_ignored_by_git():
