@@ -312,20 +312,23 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, score, draws: int, s
     return gaps[0] - gaps[1]
 
 
-def runs_needed(sigma: float, gap: float, alpha: float = ALPHA, power: float = POWER) -> int:
-    """Seeds (paired runs of each network) for a two-sided paired t-test at ``alpha`` to detect ``gap`` with ``power``.
+def runs_needed(sigma: float, gap: float, alpha: float = ALPHA, power: float = POWER, paired: bool = True) -> int:
+    """Runs of each network for a two-sided t-test at ``alpha`` to detect ``gap`` with ``power``.
 
-    statsmodels' ``TTestPower`` (the noncentral t, exact at small n).
+    ``paired``: seeds shared (statsmodels' ``TTestPower`` on the per-seed gaps, whose spread is ``sigma``); else two
+    independent samples (``TTestIndPower``, ``sigma`` the spread of one network). The noncentral t, exact at small n.
     """
     if sigma <= 0:
         return 2
     effect = gap / sigma
+    test = TTestPower() if paired else TTestIndPower()
     with warnings.catch_warnings():  # its root finder gives up (NaN, with a warning) for very small effects
         warnings.simplefilter("ignore")
-        n = TTestPower().solve_power(effect_size=effect, alpha=alpha, power=power, alternative="two-sided")
+        n = test.solve_power(effect_size=effect, alpha=alpha, power=power, alternative="two-sided")
     if not np.isfinite(n):  # then n is large, where Guenther's normal form with its t correction is within a run
         z_alpha, z_power = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
-        n = ((z_alpha + z_power) / effect) ** 2 + z_alpha**2 / 2
+        k = 1 if paired else 2  # an independent sample's mean difference has twice the variance
+        n = k * ((z_alpha + z_power) / effect) ** 2 + z_alpha**2 / (2 * k)
     return max(2, math.ceil(n))
 
 
@@ -411,9 +414,8 @@ def summarize(records: list[dict], bootstrap_draws: int = BOOTSTRAP_DRAWS) -> di
     summary["paper_gap"] = PAPER_GAP
     summary["readings"] = {metric: reading(summary, metric) for metric in READINGS}
     for metric, r in summary["readings"].items():  # unpaired: two networks trained independently, as in the paper
-        one = summary["pairing"][metric]["sigma_one_network"]
-        n = TTestIndPower().solve_power(effect_size=PAPER_GAP / one, alpha=ALPHA, power=POWER) if one > 0 else 2
-        r["runs_needed_unpaired"] = max(2, math.ceil(n))
+        r["runs_needed_unpaired"] = runs_needed(summary["pairing"][metric]["sigma_one_network"], PAPER_GAP,
+                                                paired=False)  # fmt: skip
     if all(r["lab"] for r in records):
         summary["lab"] = _lab_summary(records, seeds, tiles, cities, bootstrap_draws)
     summary["method"] = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import signal
@@ -78,3 +79,20 @@ def run_killable(cmd: list[str], timeout: float = 240, env: dict | None = None) 
         proc.communicate(timeout=30)
         raise
     return proc.returncode, stdout, stderr
+
+
+def fingerprint(folder) -> dict:
+    """Every file under ``folder``: its SHA-256 and modification time (ns); equal fingerprints, untouched files."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def stop_after_first_epoch(train, config) -> None:
+    """Train ``config`` and interrupt it after its first epoch, as a kernel death or Ctrl-C would."""
+    import pytest
+
+    def interrupt(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_epoch_end=interrupt)

@@ -1,7 +1,6 @@
 """plinknet ablate: paired runs over seeds, archived results, statistics that can be checked by hand."""
 
 import csv
-import hashlib
 import json
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fingerprint
 
 import plinknet.train as train_module
 from plinknet import ablation
@@ -68,17 +68,12 @@ def test_ablation_archives_resumes_and_reports(lab_sample, tmp_path, monkeypatch
     assert again["gap_iou_mean"] == summary["gap_iou_mean"]
 
 
-def _fingerprint(folder) -> dict:
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
 def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monkeypatch):
     """Retries with other run options, another spelling of the runs folder, lost records or another split only
     score again; another recipe is refused before anything is written."""
     monkeypatch.chdir(tmp_path)
     run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", bootstrap_draws=100)
-    checkpoints = _fingerprint(tmp_path / "runs")
+    checkpoints = fingerprint(tmp_path / "runs")
     before_history = json.loads((tmp_path / "archive/runs/seed0-plinknet.json").read_text())["history"]
     assert any(name.endswith("best.pt") for name in checkpoints)
 
@@ -91,14 +86,14 @@ def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monke
     assert json.loads((tmp_path / "archive/runs/seed1-plinknet.json").read_text())["split"] == "val"
     selected = run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", split="select", bootstrap_draws=100)
     assert selected["split"] == "select" and selected["tiles"] == [f"{c}6" for c in CITIES]
-    assert _fingerprint(tmp_path / "runs") == checkpoints
+    assert fingerprint(tmp_path / "runs") == checkpoints
 
-    archive = _fingerprint(tmp_path / "archive")
+    archive = fingerprint(tmp_path / "archive")
     with pytest.raises(ablation.ArchiveError, match="lr: saved 0.01, given 0.02"):
         run_ablation(tiny(lab_sample, epochs=2, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)
     with pytest.raises(ablation.ArchiveError, match="epochs: saved 2, given 1"):  # fewer epochs than archived
         run_ablation(tiny(lab_sample, epochs=1), [0, 1], "archive", "runs", bootstrap_draws=100)
-    assert _fingerprint(tmp_path / "archive") == archive and _fingerprint(tmp_path / "runs") == checkpoints
+    assert fingerprint(tmp_path / "archive") == archive and fingerprint(tmp_path / "runs") == checkpoints
 
     monkeypatch.undo()  # a longer schedule: every run trained on from its last epoch, none restarted
     monkeypatch.chdir(tmp_path)
@@ -163,6 +158,7 @@ def test_power_matches_published_values():
     # G*Power / Cohen's tables, paired t-test, two-sided 5 %, 80 % power: d = 0.5 needs 34 pairs, d = 0.8 needs 15
     assert ablation.runs_needed(sigma=2.0, gap=1.0) == 34
     assert ablation.runs_needed(sigma=1.0, gap=0.8) == 15
+    assert ablation.runs_needed(sigma=2.0, gap=1.0, paired=False) == 64  # Cohen: two groups of 64 for d = 0.5
     # a tiny effect, where statsmodels' root finder gives up: the textbook normal approximation, to 0.1 %
     assert ablation.runs_needed(sigma=100.0, gap=0.22) == pytest.approx(((1.959964 + 0.841621) * 100 / 0.22) ** 2,
                                                                          rel=1e-3)  # fmt: skip

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import stop_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
@@ -60,12 +61,7 @@ def test_chapter_5_runs_alone_and_resumes_an_interrupted_run(tmp_path):
     chapter = {k: v for k, v in params.items() if k not in ("run_dir", "synthetic")}
     interrupted = TrainConfig(**chapter, out_dir=str(runs / "plinknet"), encoder_weights=None, crop_size=192,
                               select_tiles=(6,), lr=0.05, workers=0, seed=0, progress=False)  # fmt: skip
-
-    def kernel_death(row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(interrupted, on_epoch_end=kernel_death)
+    stop_after_first_epoch(train, interrupted)  # as a kernel death would leave it
     first_epoch = read_history(runs / "plinknet")
     papermill.execute_notebook(
         str(ROOT / "book" / "05_results.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(ROOT / "book"),

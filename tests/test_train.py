@@ -1,5 +1,4 @@
 import dataclasses
-import hashlib
 import json
 import pickle
 import shutil
@@ -10,7 +9,7 @@ import pytest
 import rasterio
 import torch
 import yaml
-from helpers import FIXTURE, TORCHRUN, run_killable
+from helpers import FIXTURE, TORCHRUN, fingerprint, run_killable, stop_after_first_epoch
 
 import plinknet.train as train_module
 from plinknet.config import ConfigError
@@ -150,27 +149,16 @@ def test_a_run_folder_is_never_silently_overwritten(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.02
 
 
-def _fingerprint(folder) -> dict:
-    """Every file under ``folder``: its SHA-256 and modification time (ns)."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
-
-
 def test_train_or_reuse_skips_a_finished_run_and_resumes_a_stopped_one(tmp_path):
     config = tiny(tmp_path, epochs=2)
-
-    def stop_after_first_epoch(row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, on_epoch_end=stop_after_first_epoch)
+    stop_after_first_epoch(train, config)
     first = read_history(config.out_dir)
     train_or_reuse(tiny(tmp_path, epochs=2, workers=1))  # resumed, the run option changed
     assert [r["epoch"] for r in read_history(config.out_dir)] == [1, 2]
     assert read_history(config.out_dir)[0] == first[0]
-    finished = _fingerprint(config.out_dir)
+    finished = fingerprint(config.out_dir)
     train_or_reuse(tiny(tmp_path, epochs=2, progress=True, check_data=False))  # finished: nothing happens
-    assert _fingerprint(config.out_dir) == finished
+    assert fingerprint(config.out_dir) == finished
 
 
 @pytest.mark.parametrize("change, named", [({"lr": 0.5}, "lr: saved 0.01, given 0.5"),
@@ -178,21 +166,16 @@ def test_train_or_reuse_skips_a_finished_run_and_resumes_a_stopped_one(tmp_path)
 def test_train_or_reuse_refuses_another_recipe_and_deletes_nothing(tmp_path, change, named):
     config = tiny(tmp_path, epochs=2)
     run = train(config)
-    before = _fingerprint(run)
+    before = fingerprint(run)
     with pytest.raises(RunFolderError) as error:
         train_or_reuse(tiny(tmp_path, **{"epochs": 2, **change}))
     assert named in str(error.value) and str(run) in str(error.value)
-    assert _fingerprint(run) == before
+    assert fingerprint(run) == before
 
 
 def test_a_run_saved_before_a_field_existed_still_resumes(tmp_path):
     config = tiny(tmp_path, epochs=2)
-
-    def stop_after_first_epoch(row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, on_epoch_end=stop_after_first_epoch)
+    stop_after_first_epoch(train, config)
     last = Path(config.out_dir) / "last.pt"
     state = torch.load(last, weights_only=True)
     del state["config"]["dice_weight"]  # as if the field had been added to TrainConfig after this run
