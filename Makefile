@@ -59,7 +59,7 @@ rehearsal: venv
 	$(PY) benchmarks/rehearsal.py
 
 # The archived CPU ablation: P-LinkNet vs LinkNet34, 5 seeds, on the synthetic lab sample
-# (90 minutes on 2 CPU cores; resumable: run it again after an interruption). Writes the
+# (about 2.5 hours on 2 CPU cores; resumable: run it again after an interruption). Writes the
 # small result files of results/ablation-synthetic-cpu/ (commit them); checkpoints go to runs/.
 SEEDS ?= 0 1 2 3 4
 ablation: venv data
