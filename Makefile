@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal ablation paper clean repo-url
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal gpu-check gpu-check-dry ablation paper clean repo-url
 
 venv: $(STAMP)
 
@@ -58,6 +58,18 @@ bench: venv
 rehearsal: venv
 	$(PY) benchmarks/rehearsal.py
 
+# The device check (needs a CUDA GPU; sized for at most 8 minutes on one H100/H200, an estimate
+# until it has run on one; nothing to download): pytest -m gpu, training images/s at 512x512 in
+# memory and through the loader, s per 5000x5000 tile of predict, peak GPU memory, a 2-seed tiny ablation, and the hours of `make paper`
+# on an 8-GPU node by calculation. Writes results/gpu-check-<device>/ (commit it). Without CUDA it
+# says so and fails; gpu-check-dry runs the same steps on the CPU at toy sizes (runs/gpu-check-dry/,
+# about a minute; `make test` runs it too, in tests/test_gpu_check.py).
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py
+
+gpu-check-dry: venv
+	$(PY) benchmarks/gpu_check.py --dry
+
 # The archived CPU ablation: P-LinkNet vs LinkNet34, 5 seeds, on the synthetic lab sample
 # (about 2.5 hours on 2 CPU cores; resumable: run it again after an interruption). Writes the
 # small result files of results/ablation-synthetic-cpu/ (commit them); checkpoints go to runs/.
@@ -67,10 +79,13 @@ ablation: venv data
 		--out results/ablation-synthetic-cpu
 
 # The same question at the paper's scale: its recipe on the real Inria data (data/inria, see
-# data/README.md), on GPUs. results/paper-inria-gpu/ stays empty until someone runs this.
+# data/README.md), on GPUs: the ten runs shared among every GPU of the machine (GPUS=N for fewer),
+# one process per GPU, resumable; this process alone writes the archive. Several machines: see
+# the README's job-array recipe. results/paper-inria-gpu/ stays empty until someone runs this.
+GPUS ?= auto
 paper: venv
 	$(VENV)/bin/plinknet ablate --config book/params/paper.yaml --data-dir data/inria --seeds $(SEEDS) \
-		--out results/paper-inria-gpu
+		--device cuda --processes $(GPUS) --out results/paper-inria-gpu
 
 # After changing repository.url in _config.yml: make the Colab install cells follow.
 repo-url: venv

@@ -18,6 +18,11 @@ held-out tiles and keeps, in ``--out`` (small files, made to be committed):
 * ``summary.json``: per-model mean and spread over seeds, the paired gaps with their
   intervals, both readings of the paper's number with the power analysis, and the provenance.
 
+Several GPUs: ``--processes N`` shares the runs among N worker processes, one per GPU, and
+this process alone writes ``results.csv`` and ``summary.json``; on a cluster, ``--runs-only``
+jobs (one per run, each writing only its record) then one call without it give the same
+archive.
+
 Statistics (stated in ``summary.json`` too):
 
 * a network's score for one seed is computed from the confusion counts summed over the
@@ -111,6 +116,7 @@ def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", pro
         "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
         "lab": scores.lab,
         "train_provenance": state.get("provenance"),
+        "launches": state.get("launches"),  # processes, batch per process, BatchNorm, precision of each stretch
         "train_seconds": sum(row["seconds"] for row in history),  # as logged, epoch by epoch
         "eval_seconds": time.perf_counter() - started,
         "provenance": provenance(resolve_device(config.device)),
@@ -142,12 +148,20 @@ def run_ablation(
     split: str = "val",
     progress: bool = True,
     bootstrap_draws: int = BOOTSTRAP_DRAWS,
-) -> dict:
+    models: list[str] | None = None,
+    runs_only: bool = False,
+    processes: int = 1,
+) -> dict | None:
     """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
 
     A record in ``out_dir/runs`` is reused when its recipe, scored split and tiles, threshold, window and data
     checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
     retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`).
+
+    Several GPUs or machines: ``processes`` spreads the runs over that many worker processes (one per GPU, each
+    seeing only its own through ``CUDA_VISIBLE_DEVICES``), then this process alone writes the summary; on a cluster,
+    one job per run with ``runs_only`` (each writes only its own record) and a last job without it give the same
+    archive.
 
     Args:
         base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
@@ -157,27 +171,77 @@ def run_ablation(
         runs_dir: checkpoints and run folders (default ``runs/ablation/<out_dir name>``).
         split: the held-out tiles that are scored (``val``: tiles 1-5; ``select``: the recipe's select tiles;
             ``train``: the training tiles, select tiles left out).
+        models: the networks to run (names of :data:`MODELS`; default both); the summary needs both.
+        runs_only: train and score the runs asked for and write their records only (a job of a job array).
+        processes: worker processes to share the runs among (see above); 1 runs them here.
 
     Returns:
-        The summary (also written to ``summary.json``).
+        The summary (also written to ``summary.json``); None with ``runs_only``.
     """
-    from plinknet.data import find_tiles
-    from plinknet.train import recipe_changes
-
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+    models = list(MODELS) if models is None else list(models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise ValueError(f"models must be among {', '.join(MODELS)}, got {models}")
+    if not runs_only and (len(seeds) < 2 or len(set(seeds)) != len(seeds)):
         raise ValueError(f"need at least two distinct seeds for a spread, got {seeds}")
+    if not runs_only and set(models) != set(MODELS):
+        raise ValueError(f"the summary compares both networks; run {models} with --runs-only, or ask for both")
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
     if split == "select" and not base.select_tiles:
         raise ValueError("--split select needs select_tiles in the recipe (the tiles best.pt is picked on)")
     out = Path(out_dir)
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
-    checksum = data_checksum(base.data_dir)
-    scored = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
-    scoring = {"split": split, "tiles": scored, "threshold": base.threshold, "window": base.crop_size,
-               "data_sha256": checksum}  # fmt: skip
-    todo = []  # (model, seed, why), checked before anything is written
+    todo, scoring = _plan(base, seeds, models, out, runs_dir, split)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if not runs_only:
+        (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+    started = time.perf_counter()
+    if processes > 1 and todo:
+        _run_in_processes(base, todo, out, runs_dir, split, processes)
+    else:
+        for model, seed, why in todo:
+            print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
+            record = run_one(base, model, seed, runs_dir, split, progress, data_sha256=scoring["data_sha256"])
+            write_json(record, _record_path(out, seed, model))
+    if runs_only:
+        return None
+    records = [json.loads(_record_path(out, s, m).read_text()) for s in seeds for m in MODELS]
+    write_results_csv(records, out / "results.csv")
+    summary = summarize(records, bootstrap_draws=bootstrap_draws)
+    summary["wall_seconds_this_call"] = time.perf_counter() - started
+    summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+    summary["data_dir"] = base.data_dir
+    summary["data_sha256"] = scoring["data_sha256"]
+    summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
+    summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
+                                  for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
+    summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
+                                                         for r in records})  # fmt: skip
+    write_json(summary, out / "summary.json")
+    return summary
+
+
+def _record_path(out: Path, seed: int, model: str) -> Path:
+    return out / "runs" / f"seed{seed}-{MODELS[model]}.json"
+
+
+def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[list[tuple[str, int, str]], dict]:
+    """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
+
+    Raises:
+        ArchiveError: a record of another recipe (or of more epochs) is in the archive.
+    """
+    from plinknet.data import find_tiles
+    from plinknet.train import recipe_changes
+
+    tiles = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
+    scoring = {"split": split, "tiles": tiles, "threshold": base.threshold, "window": base.crop_size,
+               "data_sha256": data_checksum(base.data_dir)}  # fmt: skip
+    todo = []
     for seed in seeds:
-        for model, slug in MODELS.items():
-            record_path = out / "runs" / f"seed{seed}-{slug}.json"
+        for model in models:
+            record_path = _record_path(out, seed, model)
             if not record_path.is_file():
                 todo.append((model, seed, "training into"))
                 continue
@@ -196,28 +260,86 @@ def run_ablation(
                 todo.append((model, seed, f"scoring again ({'; '.join(rescore)}) from"))
             else:
                 print(f"{model}, seed {seed}: done ({record_path})", flush=True)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
-    started = time.perf_counter()
-    for model, seed, why in todo:
-        print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
-        record = run_one(base, model, seed, runs_dir, split, progress, data_sha256=checksum)
-        write_json(record, out / "runs" / f"seed{seed}-{MODELS[model]}.json")
-    paths = [out / "runs" / f"seed{s}-{slug}.json" for s in seeds for slug in MODELS.values()]
-    records = [json.loads(path.read_text()) for path in paths]
-    write_results_csv(records, out / "results.csv")
-    summary = summarize(records, bootstrap_draws=bootstrap_draws)
-    summary["wall_seconds_this_call"] = time.perf_counter() - started
-    summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
-    summary["data_dir"] = base.data_dir
-    summary["data_sha256"] = checksum
-    summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
-    summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
-                                  for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
-    summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
-                                                         for r in records})  # fmt: skip
-    write_json(summary, out / "summary.json")
-    return summary
+    return todo, scoring
+
+
+def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int) -> None:
+    """Share the runs among ``processes`` workers, each a ``plinknet ablate --runs-only`` of one run at a time.
+
+    On CUDA worker k sees only GPU k (``CUDA_VISIBLE_DEVICES``); on the CPU the cores are divided among the
+    workers. Each worker's output goes to ``<runs_dir>/logs/``. Every run is tried; a failed one is named with
+    its log at the end (the others are kept, and a rerun resumes).
+
+    Raises:
+        ValueError: more processes than GPUs.
+        RuntimeError: a run failed.
+    """
+    import queue
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    import torch
+
+    from plinknet.train import resolve_device
+
+    cuda = resolve_device(base.device).type == "cuda"
+    if cuda and processes > torch.cuda.device_count():
+        raise ValueError(f"--processes {processes} but torch sees {torch.cuda.device_count()} GPU(s) here: one "
+                         f"process per GPU")  # fmt: skip
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    logs = runs_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    jobs: queue.Queue = queue.Queue()
+    for job in todo:
+        jobs.put(job)
+    failed: list[str] = []
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory() as folder:
+        config_file = Path(folder) / "recipe.yaml"  # the resolved recipe, so every worker runs exactly it
+        worker_config = {**base.to_dict(), "progress": False, "device": "cuda" if cuda else base.device}
+        config_file.write_text(yaml.safe_dump(worker_config, sort_keys=False))
+
+        def worker(slot: int) -> None:
+            env = dict(os.environ)
+            if cuda:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot)
+            else:
+                env["OMP_NUM_THREADS"] = str(max(1, cores // processes))
+            while True:
+                try:
+                    model, seed, why = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                log = logs / f"seed{seed}-{MODELS[model]}.log"
+                where = f"GPU {slot}" if cuda else f"process {slot}"
+                with lock:
+                    print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir} on "
+                          f"{where} (log: {log})", flush=True)  # fmt: skip
+                started = time.perf_counter()
+                command = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config_file), "--seeds",
+                           str(seed), "--models", MODELS[model], "--runs-only", "--out", str(out), "--runs-dir",
+                           str(runs_dir), "--split", split]  # fmt: skip
+                with log.open("a") as file:
+                    code = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT, env=env).returncode
+                minutes = (time.perf_counter() - started) / 60
+                with lock:
+                    if code == 0:
+                        print(f"{model}, seed {seed}: done in {minutes:.1f} min", flush=True)
+                    else:
+                        lines = log.read_text(errors="replace").strip().splitlines()
+                        failed.append(f"{model} seed {seed} ({lines[-1] if lines else f'exit {code}'}; log: {log})")
+                        print(f"{model}, seed {seed}: FAILED after {minutes:.1f} min; log: {log}", flush=True)
+
+        threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(min(processes, len(todo)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed, the others are kept (run again to resume): "
+                           f"{'; '.join(failed)}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tables and statistics

@@ -60,7 +60,7 @@ def cpu_threads() -> int:
 
 
 class TorchBackend:
-    """Eager PyTorch: fp32 channels_last on the CPU; bf16 autocast + channels_last on CUDA, logits left there.
+    """Eager PyTorch: fp32 channels_last on the CPU; bf16 (fp16 without bf16) autocast + channels_last on CUDA.
 
     On CUDA the windows go through two pinned host buffers in turn, copied asynchronously, so the
     host prepares the next batch while the GPU still computes on this one.
@@ -75,8 +75,12 @@ class TorchBackend:
         self._pinned: list[torch.Tensor] = []
         self._copied: list[torch.cuda.Event | None] = [None, None]
         self._turn = 0
+        self._dtype = torch.bfloat16
         if self.cuda:
+            from plinknet.train import precision
+
             torch.cuda.set_device(device)  # cuda:N: this process's context, streams and events on GPU N, not 0
+            self._dtype = torch.float16 if precision(device) == "fp16" else torch.bfloat16  # T4, V100: no bf16
             torch.backends.cudnn.benchmark = True
         elif "LOCAL_WORLD_SIZE" in os.environ:
             torch.set_num_threads(cpu_threads())
@@ -102,7 +106,7 @@ class TorchBackend:
     @torch.no_grad()
     def __call__(self, windows: np.ndarray) -> np.ndarray | torch.Tensor:  # (b, w, w, 3) uint8 -> (b, w, w)
         x = self._upload(windows) if self.cuda else torch.from_numpy(windows)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast("cuda", dtype=self._dtype, enabled=self.cuda):
             x = normalize_batch(x.permute(0, 3, 1, 2).float()).contiguous(memory_format=torch.channels_last)
             logits = self.model(x)[:, 0].float()  # (b, w, w)
         return logits if self.cuda else logits.numpy()

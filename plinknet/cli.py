@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="archive folder: results.csv, summary.json, runs/*.json")
     p.add_argument("--runs-dir", type=Path, help="run folders with checkpoints (default: runs/ablation/<out name>)")
     p.add_argument("--split", default="val", choices=["val", "select", "train", "all"], help="tiles that are scored")
+    p.add_argument("--models", nargs="+", choices=["plinknet", "linknet34"], default=["plinknet", "linknet34"],
+                   help="the networks to run (default both; the summary needs both)")  # fmt: skip
+    p.add_argument("--runs-only", action="store_true",
+                   help="train and score the runs asked for and write only their records, not the summary: one job "
+                        "of a job array; a last call without it writes the summary (see the README)")  # fmt: skip
+    p.add_argument("--processes", default="1", metavar="N",
+                   help="share the runs among N worker processes, one per GPU ('auto': every GPU torch sees), then "
+                        "write the summary once (default 1)")  # fmt: skip
     _add_dataclass_options(p, TrainConfig, exclude=("out_dir", "seed"))
 
     p = sub.add_parser("check-data", help="read every tile fully and list every problem (before a long training)")
@@ -304,18 +312,23 @@ def run(args: argparse.Namespace) -> None:
         finally:
             distributed.shutdown()  # under torchrun: leave the process group, every rank
     elif args.command == "ablate":
-        from plinknet.ablation import BOOK_ONLY_KEYS, format_summary, run_ablation
+        from plinknet.ablation import BOOK_ONLY_KEYS, MODELS, format_summary, run_ablation
         from plinknet.train import TrainConfig
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train the same runs into one archive
-            raise ValueError("plinknet ablate runs in one process, not under torchrun; to use several GPUs, start one "
-                             "ablate per GPU on disjoint --seeds into the same --out (see the README)")  # fmt: skip
+            raise ValueError("plinknet ablate runs in one process, not under torchrun; to use several GPUs, give "
+                             "--processes N (one run per GPU at a time), or see the README for job arrays")  # fmt: skip
         given = read_yaml_mapping(args.config) if args.config else {}
         given = {k: v for k, v in given.items() if k not in BOOK_ONLY_KEYS}  # a book parameter file works too
         given.update(_overrides(args, TrainConfig))
-        summary = run_ablation(TrainConfig.from_dict(given), args.seeds, args.out, args.runs_dir, args.split)
-        print(format_summary(summary))
-        print(f"archive: {args.out}")
+        config = TrainConfig.from_dict(given)
+        processes = _processes(args.processes, config.device)
+        models = [name for name, slug in MODELS.items() if slug in args.models]
+        summary = run_ablation(config, args.seeds, args.out, args.runs_dir, args.split, models=models,
+                               runs_only=args.runs_only, processes=processes)  # fmt: skip
+        if summary is not None:
+            print(format_summary(summary))
+        print(f"archive: {args.out}" + (" (run records only)" if summary is None else ""))
     elif args.command == "check-data":
         from plinknet.data import check_tiles, count_tiles
 
@@ -372,6 +385,20 @@ def _evaluate(args: argparse.Namespace) -> None:
     except OSError as error:
         reason = error.strerror or error
         raise OSError(f"could not write the report to {out} ({reason}); the results are above") from None
+
+
+def _processes(value: str, device: str) -> int:
+    """``--processes``: a number of at least 1, or ``auto`` (every GPU torch sees; refused without one)."""
+    if value == "auto":
+        import torch
+
+        if device not in ("auto", "cuda") or not torch.cuda.is_available():
+            raise ValueError(f"--processes auto shares the runs among the GPUs, and torch sees no CUDA GPU here "
+                             f"(--device {device}); the paper's recipe needs GPUs (on the CPU: a number)")  # fmt: skip
+        return torch.cuda.device_count()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--processes must be a number of at least 1 or auto, got {value!r}")
+    return int(value)
 
 
 def _message(error: BaseException) -> str:

@@ -3,6 +3,13 @@
     plinknet train --data-dir data/inria --out-dir runs/plinknet           # one process
     torchrun --nproc_per_node=4 -m plinknet train --data-dir ... ...       # DDP, 4 GPUs
 
+``batch_size`` is the recipe's global batch (the paper's 16): under torchrun each process takes
+its share (refused when it does not divide), BatchNorm is synchronised across GPUs
+(SyncBatchNorm), and the learning rate and the steps per epoch stay those of one GPU. How a
+run was launched (processes, batch per process, BatchNorm, precision) is kept in the
+checkpoints' ``launches``, the provenance and a comment in ``config.yaml``; a resume on
+another number of GPUs keeps the global recipe.
+
 A run folder holds ``config.yaml`` (the resolved config), ``history.csv`` (one line per
 epoch), ``last.pt`` and ``best.pt``. Every checkpoint carries the config too. A run folder is
 never silently overwritten (``overwrite=True`` to start again) and a resumed run refuses a
@@ -13,6 +20,7 @@ changed recipe. Checkpoints hold tensors and plain values only and load with
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -78,7 +86,7 @@ class TrainConfig:
     check_data: bool = True  # read every tile fully once before training (remembered per file)
     # optimisation
     epochs: int = 30  # "about 30 epochs for our network to converge"
-    batch_size: int = 16  # per process; the paper's, limited by GPU memory
+    batch_size: int = 16  # the global batch (the paper's), divided among torchrun's processes
     lr: float = 0.01  # the paper's initial learning rate (SGD)
     momentum: float = 0.9  # not stated in the paper; the usual SGD value
     weight_decay: float = 1e-4  # not stated in the paper; the usual value for ResNets
@@ -90,7 +98,7 @@ class TrainConfig:
     # machinery
     seed: int = 0  # seeds weights, crops, augmentation and order
     device: str = "auto"  # "auto": cuda when available, else cpu
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, which trains in fp32)
+    amp: bool = True  # CUDA: bf16 autocast, fp16 + GradScaler on GPUs without bf16 (T4, V100); CPU trains in fp32
     channels_last: bool = True  # on CUDA only
     compile: bool = False  # torch.compile the model (CUDA; first epoch slower)
     progress: bool = True  # tqdm bars
@@ -214,9 +222,64 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision(device: torch.device, amp: bool = True) -> str:
+    """What autocast computes in: ``"bf16"`` on a GPU with bf16 (Ampere and later), ``"fp16"`` on older ones
+    (Colab's T4, V100: bf16 is only emulated there, several times slower), ``"fp32"`` on the CPU or without amp."""
+    if not amp or device.type != "cuda":
+        return "fp32"
+    return "bf16" if _bf16_supported(device.index) else "fp16"
+
+
+@functools.cache
+def _bf16_supported(index: int | None) -> bool:
+    with torch.cuda.device(index):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """Autocast in :func:`precision`'s dtype on CUDA; a no-op context on the CPU (fp32 there)."""
+    name = precision(device, enabled)
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(name), enabled=name != "fp32")
+
+
+def grad_scaler(device: torch.device, amp: bool = True) -> torch.amp.GradScaler:
+    """The loss scaler fp16 needs (small gradients would underflow to 0); a disabled one, a no-op, otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision(device, amp) == "fp16")
+
+
+def train_step(model, optimizer, scaler, loss_fn, image, target, valid=None, device=None, amp=True) -> torch.Tensor:
+    """One SGD step on a batch already on the device; returns the loss, detached, without a GPU sync.
+
+    The forward pass runs under :func:`autocast`; the loss is computed in fp32 outside it (the Dice sums
+    over a batch overflow fp16); with fp16 the scaler scales the loss and skips steps with inf gradients.
+    """
+    # image: (B, 3, c, c) normalised; target, valid: (B, 1, c, c)
+    with autocast(device if device is not None else image.device, amp):
+        logits = model(image)  # (B, 1, c, c)
+    loss = loss_fn(logits, target, valid)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def batch_per_process(batch_size: int, world_size: int) -> int:
+    """The share of the global ``batch_size`` each of ``world_size`` processes takes.
+
+    Raises:
+        ConfigError: the batch does not divide evenly, naming both numbers and the nearest batches that do.
+    """
+    if batch_size % world_size:
+        below = batch_size - batch_size % world_size
+        nearest = " or ".join(str(b) for b in (below, below + world_size) if b > 0)
+        raise ConfigError(f"batch_size (--batch-size) {batch_size} is the global batch and does not divide among "
+                          f"{world_size} processes; give a multiple of {world_size} ({nearest}) or run on a "
+                          f"number of GPUs that divides it")  # fmt: skip
+    return batch_size // world_size
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
@@ -397,6 +460,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def launch_comment(launch: dict) -> str:
+    """A run's launch as a YAML comment line for ``config.yaml`` (a comment, so the file stays a --config)."""
+    return (f"# launched at epoch {launch['from_epoch']}: {launch['world_size']} process(es) x "
+            f"{launch['batch_per_process']} images = global batch {launch['global_batch']}, "
+            f"{launch['steps_per_epoch']} steps per epoch; {launch['batchnorm']}; {launch['precision']}\n")  # fmt: skip
+
+
 def read_history(run_dir: str | Path) -> list[dict]:
     """Rows of ``history.csv`` as dicts of floats (epoch as int)."""
     path = Path(run_dir) / "history.csv"
@@ -566,6 +636,7 @@ def train(
     rank, world_size = distributed.init(device)
     is_main = rank == 0
     out = Path(config.out_dir)
+    rank_batch = batch_per_process(config.batch_size, world_size)  # the recipe's batch is the global one
     state = _open_run(config, resume, overwrite)
     if config.check_data:
         check_data(config, rank, world_size)
@@ -578,7 +649,11 @@ def train(
     val_set = InriaDataset.from_config(config.data_config, val_split)  # the grid of every tile, no augmentation
     # a resume loads every weight from last.pt: building the encoder without its download lets an offline node resume
     fresh_weights = {} if state is None else {"encoder_weights": None}
-    model = prepare_model(PLinkNet.from_config(config.model_config, **fresh_weights), device, config.channels_last)
+    model = PLinkNet.from_config(config.model_config, **fresh_weights)
+    sync_batchnorm = world_size > 1 and device.type == "cuda"  # statistics over the global batch, as on one GPU
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same state dict keys
+    model = prepare_model(model, device, config.channels_last)
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -589,7 +664,6 @@ def train(
         if overwrite:
             for name in (*RUN_FILES, "config.yaml", "metrics.json"):
                 (out / name).unlink(missing_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if config.cache_dir is not None:  # each local rank decodes its share, then all use all
         local_rank, local_size = distributed.local_rank_and_size()
         tiles = train_set.tiles + val_set.tiles
@@ -598,24 +672,46 @@ def train(
     if config.val_samples_per_tile:
         val_set = _every_nth_tile_window(val_set, config.val_samples_per_tile)
     sampler = _EpochSampler(len(train_set), world_size, rank, config.seed)
-    train_loader = make_loader(_EpochIndexed(train_set), config.batch_size, sampler, workers, device,
-                               drop_last=len(sampler) >= config.batch_size)  # fmt: skip
+    train_loader = make_loader(_EpochIndexed(train_set), rank_batch, sampler, workers, device,
+                               drop_last=len(sampler) >= rank_batch)  # fmt: skip
     val_indices = list(range(rank, len(val_set), world_size))  # a shard per process, no padding
-    val_loader = make_loader(val_set, config.batch_size, val_indices, workers, device)
+    val_loader = make_loader(val_set, rank_batch, val_indices, workers, device)
     core = model.module if world_size > 1 else model
     step_model = torch.compile(model) if config.compile else model
     loss_fn = DiceBCELoss(config.bce_weight, config.dice_weight)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    scaler = grad_scaler(device, config.amp)
 
-    start_epoch, history, best_iou = 0, [], -math.inf
+    start_epoch, history, best_iou, launches = 0, [], -math.inf, []
     if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         start_epoch, history, best_iou = state["epoch"] + 1, state["history"], state["best_iou"]
+        launches = state.get("launches", [])
+    # how this stretch of epochs ran: a resume may use another number of processes, never another global batch
+    launch = {
+        "from_epoch": start_epoch + 1,
+        "world_size": world_size,
+        "batch_per_process": rank_batch,
+        "global_batch": config.batch_size,
+        "steps_per_epoch": len(train_loader),
+        "batchnorm": "SyncBatchNorm (statistics over the global batch)" if sync_batchnorm else "BatchNorm" if
+        world_size == 1 else "BatchNorm per process (SyncBatchNorm is CUDA-only): statistics over each share",
+        "precision": precision(device, config.amp),
+    }  # fmt: skip
+    launches = [*launches, launch]
+    record["launch"] = launch
+    if is_main:
+        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)
+                                       + "".join(launch_comment(each) for each in launches))  # fmt: skip
+        if world_size > 1 or device.type == "cuda":
+            tqdm.write(launch_comment(launch).lstrip("# ").rstrip())
 
     def diverged(what: str, epoch: int) -> TrainingDiverged:
         return TrainingDiverged(
@@ -634,13 +730,8 @@ def train(
                        disable=not (config.progress and is_main), leave=False)  # fmt: skip
             for step, batch in enumerate(bar, 1):
                 image, target, valid = prepare_batch(batch, device, config.crop_size, config.channels_last)
-                with autocast(device, config.amp):
-                    logits = step_model(image)  # (B, 1, c, c)
-                loss = loss_fn(logits, target, valid)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_total += loss.detach().double() * len(image)
+                loss = train_step(step_model, optimizer, scaler, loss_fn, image, target, valid, device, config.amp)
+                loss_total += loss.double() * len(image)
                 seen += len(image)
                 if step % SYNC_EVERY == 0 or step == len(train_loader):  # every rank looks at the same steps
                     if distributed.any_rank(~torch.isfinite(loss_total)):
@@ -676,6 +767,8 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(),
+                    "scaler": scaler.state_dict(),  # {} unless fp16
+                    "launches": launches,
                     "epoch": epoch,
                     "history": history,
                     "best_iou": best_iou,
@@ -684,7 +777,7 @@ def train(
                 }
                 save_atomic(checkpoint, out / "last.pt")
                 if improved:  # weights and configs only: half the size, all that prediction needs
-                    best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng")}
+                    best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng", "scaler")}
                     save_atomic(best, out / "best.pt")
                 _write_history(out / "history.csv", history)
                 tqdm.write(

@@ -100,7 +100,7 @@ def run_collectives(data: str, out: Path) -> None:
         return metrics
 
     train_module.validate = validate_and_keep
-    config = tiny(data, str(out / "run"), epochs=2, val_samples_per_tile=1, batch_size=1, samples_per_tile=3)
+    config = tiny(data, str(out / "run"), epochs=2, val_samples_per_tile=1, batch_size=3, samples_per_tile=3)
     train_module.train(config)
     rank = distributed.rank_and_size()[0]
     (out / f"rank{rank}.json").write_text(json.dumps(calls))

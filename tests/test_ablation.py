@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from helpers import fingerprint
 
 import plinknet.train as train_module
@@ -122,6 +123,61 @@ def test_ablate_command_line(lab_sample, tmp_path):
     one_seed = [*cmd[:7], "3", *cmd[9:]]  # no spread to measure
     result = subprocess.run(one_seed, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "two distinct seeds" in result.stderr
+
+
+VARYING = ("wall_seconds_this_call", "compute_seconds", "provenance", "runs_provenance")  # when and how long
+
+
+def _archive(folder: Path) -> tuple[str, dict, dict]:
+    """What an archive says: its results.csv, its summary less timings and dates, each run's scores."""
+    summary = {k: v for k, v in json.loads((folder / "summary.json").read_text()).items() if k not in VARYING}
+    records = {p.name: json.loads(p.read_text()) for p in sorted((folder / "runs").glob("*.json"))}
+    scores = {name: (r["per_tile"], r["history"][-1]["iou"], r["best_epoch"]) for name, r in records.items()}
+    return (folder / "results.csv").read_text(), summary, scores
+
+
+def test_runs_shared_among_jobs_or_processes_give_the_archive_of_one_process(lab_sample, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the 2 worker processes below on 2 cores: the same arithmetic
+    try:
+        run_ablation(tiny(lab_sample), [0, 1], "one", "runs-one")  # the command line's 10,000 bootstrap draws
+        # a job array: one job per seed writes only its records, a last job writes the summary and trains nothing
+        for seed in (1, 0):
+            assert run_ablation(tiny(lab_sample), [seed], "jobs", "runs-jobs", runs_only=True) is None
+            assert not any((tmp_path / "jobs" / name).exists() for name in ("summary.json", "config.yaml"))
+        monkeypatch.setattr(ablation, "run_one", lambda *a, **k: pytest.fail("the summary step trained a run"))
+        run_ablation(tiny(lab_sample), [0, 1], "jobs", "runs-jobs")
+    finally:
+        torch.set_num_threads(threads)
+    assert _archive(tmp_path / "jobs") == _archive(tmp_path / "one")
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(tiny(lab_sample).to_dict()))
+    result = subprocess.run([sys.executable, "-m", "plinknet", "ablate", "--config", str(config), "--seeds", "0",
+                             "1", "--processes", "2", "--out", "spread", "--runs-dir", "runs-spread"],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("on process ") == 4 and result.stdout.count("done in") == 4  # each run in a worker
+    assert sorted(p.name for p in (tmp_path / "runs-spread" / "logs").iterdir()) == sorted(
+        p.name.replace(".json", ".log") for p in (tmp_path / "one" / "runs").iterdir())  # fmt: skip
+    assert _archive(tmp_path / "spread") == _archive(tmp_path / "one")
+
+
+def test_a_job_of_one_network_and_bad_sharing_options_are_answered(lab_sample, tmp_path, capsys):
+    run_ablation(tiny(lab_sample), [3], tmp_path / "a", tmp_path / "r", models=["LinkNet34"], runs_only=True)
+    assert [p.name for p in (tmp_path / "a" / "runs").iterdir()] == ["seed3-linknet34.json"]
+    with pytest.raises(ValueError, match="the summary compares both networks"):
+        run_ablation(tiny(lab_sample), [3, 4], tmp_path / "a", tmp_path / "r", models=["LinkNet34"])
+    from plinknet.cli import main
+
+    for bad, message in ((["--processes", "0"], "at least 1 or auto, got '0'"),
+                         (["--processes", "auto", "--device", "cpu"], "torch sees no CUDA GPU here")):  # fmt: skip
+        assert main(["ablate", "--seeds", "0", "1", "--out", str(tmp_path / "b"), *bad]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def _record(seed, model, counts):

@@ -361,7 +361,20 @@ def test_two_process_ddp_on_cpu(tmp_path):
     rows = read_history(config.out_dir)
     assert [r["epoch"] for r in rows] == [1, 2]  # rank 0 alone wrote, once per epoch
     assert not list(Path(config.out_dir).glob("*.tmp"))
-    assert torch.load(Path(config.out_dir) / "last.pt", weights_only=True)["epoch"] == 1
+    state = torch.load(Path(config.out_dir) / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    # batch_size is the global batch: 2 processes x 1 image, as many steps per epoch as one process of 2 images
+    (ddp,) = state["launches"]
+    assert (ddp["world_size"], ddp["batch_per_process"], ddp["global_batch"]) == (2, 1, 2)
+    assert "CUDA-only" in ddp["batchnorm"] and ddp["precision"] == "fp32"
+    assert state["provenance"]["launch"] == ddp
+    train(TrainConfig.from_run(config.out_dir, epochs=3), resume=True)  # resumed in one process
+    state = torch.load(Path(config.out_dir) / "last.pt", weights_only=True)
+    first, single = state["launches"]
+    assert first == ddp and (single["from_epoch"], single["world_size"], single["batch_per_process"]) == (3, 1, 2)
+    assert single["steps_per_epoch"] == ddp["steps_per_epoch"] > 1
+    assert "2 process(es) x 1 images = global batch 2" in (Path(config.out_dir) / "config.yaml").read_text()
+    assert TrainConfig.from_yaml(Path(config.out_dir) / "config.yaml").batch_size == 2  # still a --config file
 
 
 def test_validation_counts_summed_over_processes_equal_one_process(tmp_path):
@@ -407,6 +420,40 @@ def test_every_rank_issues_the_same_collectives_when_one_has_no_validation_windo
     single = validate(model, make_loader(val_set, 1, None, 0, torch.device("cpu")), DiceBCELoss(),
                       torch.device("cpu"), config)  # fmt: skip
     assert json.loads((tmp_path / "counts.json").read_text()) == {k: single[k] for k in ("tp", "fp", "fn", "tn")}
+
+
+def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(train_module.distributed, "init", lambda device: (0, 3))  # as under torchrun, 3 processes
+    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) 4 is the global batch and does not divide "
+                       r"among 3 processes; give a multiple of 3 \(3 or 6\)"):  # fmt: skip
+        train(tiny(tmp_path, batch_size=4))
+    assert not (tmp_path / "run").exists()
+    assert train_module.batch_per_process(16, 8) == 2 and train_module.batch_per_process(16, 1) == 16
+
+
+def test_precision_follows_the_card(monkeypatch):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(train_module, "_bf16_supported", lambda index: True)  # A100, H100
+    assert [train_module.precision(d, amp) for d in (cuda, cpu) for amp in (True, False)] == [
+        "bf16", "fp32", "fp32", "fp32"]  # fmt: skip
+    monkeypatch.setattr(train_module, "_bf16_supported", lambda index: False)  # T4, V100: bf16 only emulated
+    assert train_module.precision(cuda) == "fp16" and train_module.precision(cuda, amp=False) == "fp32"
+
+
+def test_fp16_trains_with_a_loss_scaler_kept_across_a_resume(tmp_path, monkeypatch):
+    """The fp16 path of GPUs without bf16, exercised on the CPU (which autocasts to fp16 and scales losses too)."""
+    monkeypatch.setattr(train_module, "precision", lambda device, amp=True: "fp16" if amp else "fp32")
+    run = train(tiny(tmp_path, epochs=1))
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["launches"][0]["precision"] == "fp16"
+    steps = state["launches"][0]["steps_per_epoch"]
+    assert state["scaler"]["scale"] > 1 and state["scaler"]["_growth_tracker"] == steps  # finite steps counted
+    assert np.isfinite(read_history(run)[0]["train_loss"])
+    train(TrainConfig.from_run(run, epochs=2), resume=True)
+    assert torch.load(run / "last.pt", weights_only=True)["scaler"]["_growth_tracker"] == 2 * steps  # not restarted
+    assert "scaler" not in torch.load(run / "best.pt", weights_only=True)
 
 
 def test_resume_never_downloads_encoder_weights(tmp_path, monkeypatch):
