@@ -65,7 +65,7 @@ class NanOnRankOne(DiceBCELoss):
 
 def run_nan(data: str, out: Path) -> None:
     train_module.DiceBCELoss = NanOnRankOne
-    config = tiny(data, str(out / "run"))
+    config = tiny(data, str(out / "run"), batch_size=4)  # the global batch: 2 images per process
     rank = int(__import__("os").environ["RANK"])
     outcome = "finished"
     try:
