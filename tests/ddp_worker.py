@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py MODE DATA OUT
 
 MODE ``validate``: every rank validates its shard of the validation crops with the same
-seeded model; rank 0 writes the summed confusion counts to OUT/counts.json.
+seeded model; rank 0 writes the summed confusion counts to OUT/counts.json (on GPUs with NCCL
+when PLINKNET_TEST_DEVICE=cuda).
 MODE ``nan``: training in which rank 1 alone gets a NaN loss on the last step of epoch 2;
 each rank writes the name of the exception it ended with to OUT/rank<k>.txt.
 MODE ``collectives`` (run with 3 processes): training whose validation has 2 windows, so one
@@ -34,13 +35,18 @@ def tiny(data: str, out: str, **overrides) -> TrainConfig:
 
 
 def run_validate(data: str, out: Path) -> None:
-    config = tiny(data, str(out / "run"))
-    rank, world_size = distributed.init(torch.device("cpu"))
+    """On the CPU with gloo; with PLINKNET_TEST_DEVICE=cuda on one GPU per rank with NCCL (fp32)."""
+    import os
+
+    cuda = os.environ.get("PLINKNET_TEST_DEVICE") == "cuda"
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
+    config = tiny(data, str(out / "run"), amp=False)
+    rank, world_size = distributed.init(device)
     torch.manual_seed(0)
-    model = PLinkNet.from_config(config.model_config)
+    model = PLinkNet.from_config(config.model_config).to(device)
     val_set = InriaDataset.from_config(config.data_config, "val")
-    loader = make_loader(val_set, 3, list(range(rank, len(val_set), world_size)), 0, torch.device("cpu"))
-    metrics = validate(model, loader, DiceBCELoss(), torch.device("cpu"), config)
+    loader = make_loader(val_set, 3, list(range(rank, len(val_set), world_size)), 0, device)
+    metrics = validate(model, loader, DiceBCELoss(), device, config)
     if rank == 0:
         (out / "counts.json").write_text(json.dumps({k: metrics[k] for k in ("tp", "fp", "fn", "tn")}))
 

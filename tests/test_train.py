@@ -514,3 +514,30 @@ def test_reductions_in_a_one_process_nccl_group(tmp_path):
         distributed.barrier()
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_gpus_with_nccl_sum_the_counts_and_synchronise_batchnorm(tmp_path):
+    import os
+
+    config = tiny(tmp_path, crop_size=64, device="cuda", amp=False)
+    torch.manual_seed(0)
+    model = PLinkNet.from_config(config.model_config).to("cuda:0")
+    val_set = InriaDataset.from_config(config.data_config, "val")
+    single = validate(model, make_loader(val_set, 3, None, 0, torch.device("cuda:0")), DiceBCELoss(),
+                      torch.device("cuda:0"), config)  # fmt: skip
+    env = {**os.environ, "PLINKNET_TEST_DEVICE": "cuda"}
+    code, _, stderr = run_killable([*TORCHRUN, str(HERE / "ddp_worker.py"), "validate", str(FIXTURE), str(tmp_path)],
+                                   env=env)  # fmt: skip
+    assert code == 0, stderr[-3000:]
+    summed = json.loads((tmp_path / "counts.json").read_text())
+    assert summed == {k: single[k] for k in ("tp", "fp", "fn", "tn")}  # a no-op all-reduce gives rank 0's half
+
+    run = tiny(tmp_path, "nccl", epochs=1, device="cuda", batch_size=4)
+    config_file = tmp_path / "nccl.yaml"
+    config_file.write_text(yaml.safe_dump(run.to_dict()))
+    code, _, stderr = run_killable([*TORCHRUN, "-m", "plinknet", "train", "--config", str(config_file)])
+    assert code == 0, stderr[-3000:]
+    (launch,) = torch.load(Path(run.out_dir) / "last.pt", weights_only=True)["launches"]
+    assert launch["world_size"] == 2 and launch["batch_per_process"] == 2 and launch["batchnorm"].startswith("Sync")
