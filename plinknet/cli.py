@@ -392,9 +392,12 @@ def _processes(value: str, device: str) -> int:
     if value == "auto":
         import torch
 
-        if device not in ("auto", "cuda") or not torch.cuda.is_available():
-            raise ValueError(f"--processes auto shares the runs among the GPUs, and torch sees no CUDA GPU here "
-                             f"(--device {device}); the paper's recipe needs GPUs (on the CPU: a number)")  # fmt: skip
+        if not torch.cuda.is_available():
+            raise ValueError("--processes auto shares the runs among the GPUs, and torch sees no CUDA GPU here; the "
+                             "paper's recipe needs GPUs (on the CPU give a number of processes)")  # fmt: skip
+        if device not in ("auto", "cuda"):
+            raise ValueError(f"--processes auto shares the runs among the GPUs, but --device is {device}; give "
+                             f"--device cuda, or a number of processes")  # fmt: skip
         return torch.cuda.device_count()
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"--processes must be a number of at least 1 or auto, got {value!r}")
