@@ -55,18 +55,14 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 import xml.etree.ElementTree as ElementTree
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-import rasterio
 import torch
 import yaml
-from rasterio.errors import NotGeoreferencedWarning
 
 from plinknet.provenance import device_label, provenance
 
@@ -160,29 +156,6 @@ def output_names(out: Path) -> dict[str, Path]:
             "ablation": out / f"ablation-{stamp}"}  # fmt: skip
 
 
-def write_loader_tiles(folder: Path, count: int, size: int) -> Path:
-    """``count`` training tiles (numbers 6 and up) of ``size`` px, uncompressed and striped like Inria's files.
-
-    Blocky random texture: the loader's cost per crop follows the file layout, not the pixels.
-    (``plinknet bench data`` writes LZW tiles, which cost about twice Inria's per crop.)
-    """
-    rng = np.random.default_rng(0)
-    for number in range(6, 6 + count):
-        coarse = rng.integers(0, 224, (3, size // 16 + 1, size // 16 + 1), dtype=np.uint8)
-        image = coarse.repeat(16, 1).repeat(16, 2)[:, :size, :size]  # (3, size, size)
-        image += rng.integers(0, 32, image.shape, dtype=np.uint8)
-        mask = (image[:1] > 160).astype(np.uint8) * np.uint8(255)  # (1, size, size)
-        for kind, array in (("images", image), ("gt", mask)):
-            path = folder / "AerialImageDataset" / "train" / kind / f"loader{number}.tif"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(path, "w", driver="GTiff", height=size, width=size, count=len(array),
-                                   dtype="uint8") as dst:  # fmt: skip
-                    dst.write(array)
-    return folder
-
-
 def folder_mib(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
@@ -249,10 +222,10 @@ class Check:
         return result
 
     def train(self) -> dict:
-        from plinknet.bench import bench_train
+        from plinknet.bench import bench_train, write_benchmark_tiles
 
         s = self.sizes
-        data = write_loader_tiles(self.temp / "loader", s.loader_tiles, s.loader_tile_size)
+        data = write_benchmark_tiles(self.temp / "loader", s.loader_tiles, s.loader_tile_size, compress=None)
         self.note_temp()
         with self.gpu_peak("train"):
             bench = bench_train(self.device, size=s.train_size, batch=s.train_batch, steps=s.train_steps,

@@ -188,6 +188,9 @@ def run_ablation(
         raise ValueError(f"the summary compares both networks; run {models} with --runs-only, or ask for both")
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
+    cuda = processes > 1 and _on_cuda(base)
+    if cuda and processes > _gpu_count():
+        raise ValueError(f"--processes {processes} but torch sees {_gpu_count()} GPU(s) here: one process per GPU")
     if split == "select" and not base.select_tiles:
         raise ValueError("--split select needs select_tiles in the recipe (the tiles best.pt is picked on)")
     out = Path(out_dir)
@@ -198,7 +201,7 @@ def run_ablation(
         (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
     started = time.perf_counter()
     if processes > 1 and todo:
-        _run_in_processes(base, todo, out, runs_dir, split, processes)
+        _run_in_processes(base, todo, out, runs_dir, split, processes, cuda)
     else:
         for model, seed, why in todo:
             print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
@@ -263,7 +266,19 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[l
     return todo, scoring
 
 
-def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int) -> None:
+def _on_cuda(base) -> bool:
+    from plinknet.train import resolve_device
+
+    return resolve_device(base.device).type == "cuda"
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int, cuda: bool) -> None:
     """Share the runs among ``processes`` workers, each a ``plinknet ablate --runs-only`` of one run at a time.
 
     On CUDA worker k sees only GPU k (``CUDA_VISIBLE_DEVICES``); on the CPU the cores are divided among the
@@ -271,7 +286,6 @@ def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, process
     its log at the end (the others are kept, and a rerun resumes).
 
     Raises:
-        ValueError: more processes than GPUs.
         RuntimeError: a run failed.
     """
     import queue
@@ -280,14 +294,6 @@ def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, process
     import tempfile
     import threading
 
-    import torch
-
-    from plinknet.train import resolve_device
-
-    cuda = resolve_device(base.device).type == "cuda"
-    if cuda and processes > torch.cuda.device_count():
-        raise ValueError(f"--processes {processes} but torch sees {torch.cuda.device_count()} GPU(s) here: one "
-                         f"process per GPU")  # fmt: skip
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     logs = runs_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

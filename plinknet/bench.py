@@ -151,7 +151,7 @@ def bench_train(
 
         def step(image, target, valid=None, step_model=step_model, optimizer=optimizer, scaler=scaler,
                  loss_fn=loss_fn):
-            train_step(step_model, optimizer, scaler, loss_fn, image, target, valid, dev)  # training's own step
+            train_step(step_model, optimizer, scaler, loss_fn, image, target, valid)  # training's own step
 
         step(x, y)  # warm-up: cudnn autotuning, compilation
         seconds = sum(_timed(lambda step=step: step(x, y), dev, steps))
@@ -272,8 +272,12 @@ class TreeMemory:
 # --------------------------------------------------------------------------- the loader
 
 
-def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
-    """``count`` random size x size LZW GeoTIFF tiles (and 0/255 masks) in the official layout."""
+def write_benchmark_tiles(folder: Path, count: int, size: int, compress: str | None = "lzw") -> Path:
+    """``count`` random size x size GeoTIFF training tiles (and 0/255 masks) in the official layout.
+
+    Blocky random texture: a loader's cost per crop follows the file layout, not the pixels. ``compress=None``
+    writes uncompressed striped files, Inria's layout; LZW costs about twice as much per crop.
+    """
     rng = np.random.default_rng(0)
     for number in range(6, 6 + count):  # numbers 6+: the training split
         coarse = rng.integers(0, 224, (3, size // 16 + 1, size // 16 + 1), dtype=np.uint8)
@@ -283,8 +287,8 @@ def _write_benchmark_tiles(folder: Path, count: int, size: int) -> Path:
         for kind, array in (("images", image), ("gt", mask[None])):
             path = folder / "AerialImageDataset" / "train" / kind / f"bench{number}.tif"
             path.parent.mkdir(parents=True, exist_ok=True)
-            profile = {"driver": "GTiff", "height": size, "width": size, "count": len(array),
-                       "dtype": "uint8", "compress": "lzw"}  # fmt: skip
+            profile = {"driver": "GTiff", "height": size, "width": size, "count": len(array), "dtype": "uint8",
+                       **({"compress": compress} if compress else {})}  # fmt: skip
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 with rasterio.open(path, "w", **profile) as dst:
@@ -402,7 +406,7 @@ def bench_data(
     """
     if data_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            return bench_data(_write_benchmark_tiles(Path(tmp), tiles, tile_size), crop_size=crop_size, n=n,
+            return bench_data(write_benchmark_tiles(Path(tmp), tiles, tile_size), crop_size=crop_size, n=n,
                               workers=workers, cache_dir=cache_dir, throughput_crops=throughput_crops,
                               described=f"{tiles} random {tile_size}x{tile_size} LZW GeoTIFF tiles")  # fmt: skip
     count = len(find_tiles(data_dir, "train"))

@@ -250,14 +250,14 @@ def grad_scaler(device: torch.device, amp: bool = True) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision(device, amp) == "fp16")
 
 
-def train_step(model, optimizer, scaler, loss_fn, image, target, valid=None, device=None, amp=True) -> torch.Tensor:
+def train_step(model, optimizer, scaler, loss_fn, image, target, valid=None, amp=True) -> torch.Tensor:
     """One SGD step on a batch already on the device; returns the loss, detached, without a GPU sync.
 
     The forward pass runs under :func:`autocast`; the loss is computed in fp32 outside it (the Dice sums
     over a batch overflow fp16); with fp16 the scaler scales the loss and skips steps with inf gradients.
     """
     # image: (B, 3, c, c) normalised; target, valid: (B, 1, c, c)
-    with autocast(device if device is not None else image.device, amp):
+    with autocast(image.device, amp):
         logits = model(image)  # (B, 1, c, c)
     loss = loss_fn(logits, target, valid)
     optimizer.zero_grad(set_to_none=True)
@@ -730,7 +730,7 @@ def train(
                        disable=not (config.progress and is_main), leave=False)  # fmt: skip
             for step, batch in enumerate(bar, 1):
                 image, target, valid = prepare_batch(batch, device, config.crop_size, config.channels_last)
-                loss = train_step(step_model, optimizer, scaler, loss_fn, image, target, valid, device, config.amp)
+                loss = train_step(step_model, optimizer, scaler, loss_fn, image, target, valid, config.amp)
                 loss_total += loss.double() * len(image)
                 seen += len(image)
                 if step % SYNC_EVERY == 0 or step == len(train_loader):  # every rank looks at the same steps
