@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[book,dev,predict]"
 	touch $(STAMP)
 
-# pytest, then nbval re-executes every committed notebook (training included: about 10 minutes
-# on 2 CPU cores) and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT.
+# The architecture contracts (.importlinter: the method imports neither the study, nor the
+# synthetic generator, nor the benchmarks, nor the book), pytest, then nbval re-executes every
+# committed notebook (training included: about 10 minutes on 2 CPU cores) and compares the
+# outputs of the cells marked NBVAL_CHECK_OUTPUT.
 test: venv
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider book/
 
@@ -47,7 +50,7 @@ html: venv
 book: notebooks html
 
 lint: venv
-	$(VENV)/bin/ruff check plinknet tests benchmarks
+	$(VENV)/bin/ruff check plinknet tests book/plinknet_book
 
 bench: venv
 	$(VENV)/bin/plinknet bench model
@@ -56,7 +59,7 @@ bench: venv
 # when missing, then check-data, torchrun training with 2 gloo processes, evaluate and predict
 # of whole 5000x5000 tiles, each phase timed with its peak memory. About 15 minutes on 2 cores.
 rehearsal: venv
-	$(PY) benchmarks/rehearsal.py
+	$(PY) -m plinknet.bench.rehearsal
 
 # The device check (needs a CUDA GPU; sized for at most 8 minutes on one H100/H200, an estimate
 # until it has run on one; nothing to download): pytest -m gpu, training images/s at 512x512 in
@@ -65,10 +68,10 @@ rehearsal: venv
 # says so and fails; gpu-check-dry runs the same steps on the CPU at toy sizes (runs/gpu-check-dry/,
 # about a minute; `make test` runs it too, in tests/test_gpu_check.py).
 gpu-check: venv
-	$(PY) benchmarks/gpu_check.py
+	$(PY) -m plinknet.bench.gpu_check
 
 gpu-check-dry: venv
-	$(PY) benchmarks/gpu_check.py --dry
+	$(PY) -m plinknet.bench.gpu_check --dry
 
 # The archived CPU ablation: P-LinkNet vs LinkNet34, 5 seeds, on the synthetic lab sample
 # (about 2.5 hours on 2 CPU cores; resumable: run it again after an interruption). Writes the

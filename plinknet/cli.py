@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import io
 import json
@@ -18,12 +19,32 @@ import textwrap
 import tokenize
 import types
 import typing
+import warnings
 from pathlib import Path
 
 from plinknet.config import read_yaml_mapping
-from plinknet.data import InriaDataError
+from plinknet.data.tiles import InriaDataError
 
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError, KeyError)
+DATA_DIR_HELP = "dataset folder (Inria layout: AerialImageDataset/train/{images,gt})"
+
+
+class _Spelling(argparse.Action):
+    """An option with an old spelling kept for one release: the old one works and says it is deprecated."""
+
+    def __init__(self, option_strings, dest, deprecated=(), **kwargs):
+        self.deprecated = tuple(deprecated)
+        super().__init__(option_strings + list(self.deprecated), dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated:
+            _deprecated(option_string, self.option_strings[0])
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"plinknet: {old} is deprecated and will be removed in the next release; use {new}",
+                  FutureWarning, stacklevel=2)  # fmt: skip
 
 
 def _field_comments(cls) -> dict[str, str]:
@@ -101,13 +122,15 @@ def _overrides(args: argparse.Namespace, cls) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from plinknet.train import TrainConfig
+    from plinknet.train.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="plinknet",
         description="P-LinkNet (LinkNet34 + pyramid pooling) for building extraction from aerial imagery.",
+        allow_abbrev=False,  # `--seed` must not silently stand for `--seeds`: every option is spelled out
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, allow_abbrev=False)
 
     p = sub.add_parser("synth", help="write the synthetic offline sample in the Inria layout")
     p.add_argument("--out", required=True, type=Path, help="folder to create (AerialImageDataset/ inside)")
@@ -152,11 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(p, TrainConfig, exclude=("out_dir", "seed"))
 
     p = sub.add_parser("check-data", help="read every tile fully and list every problem (before a long training)")
-    p.add_argument("data", type=Path, help="dataset folder (Inria layout: AerialImageDataset/train/{images,gt})")
+    p.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    p.add_argument("data", type=Path, nargs="?", help="deprecated spelling of --data-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on whole validation tiles")
-    p.add_argument("--data", required=True, type=Path, help="dataset folder (Inria layout)")
+    p.add_argument("--data-dir", required=True, type=Path, action=_Spelling, deprecated=["--data"], help=DATA_DIR_HELP)
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--split", default="val", choices=["val", "select", "train", "all"],
                    help="which tiles: val (1-5, default), select (the run's select tiles), train or all")  # fmt: skip
@@ -198,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks: model, data, train, predict")
     p.add_argument("what", choices=["model", "data", "train", "predict"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--data", type=Path, help="dataset folder for `bench data` (default: random tiles in a temporary "
-                   "folder) and `bench train` (adds the real loader to the timing)")  # fmt: skip
+    p.add_argument("--data-dir", type=Path, action=_Spelling, deprecated=["--data"],
+                   help="dataset folder for `bench data` (default: random tiles in a temporary folder) and "
+                        "`bench train` (adds the real loader to the timing)")  # fmt: skip
     p.add_argument("--workers", type=int, help="data, train: DataLoader processes (data: 4; train: automatic)")
     p.add_argument("--crops", type=int, help="data: crops through the DataLoader (default: 2 per tile, at least 200)")
     p.add_argument("--cache-dir", type=Path, help="data: also measure the memory-mapped tile cache, built here")
@@ -237,7 +262,7 @@ def _predict_config(args: argparse.Namespace, crop_size: int | None = None):
     Raises:
         ConfigError: an out-of-range option, named as on the command line.
     """
-    from plinknet.predict import PredictConfig
+    from plinknet.infer.predict import PredictConfig
 
     config = PredictConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size,
                            threshold=args.threshold, backend=args.backend)  # fmt: skip
@@ -246,7 +271,7 @@ def _predict_config(args: argparse.Namespace, crop_size: int | None = None):
 
 def _predict(args: argparse.Namespace) -> None:
     """``plinknet predict``: INPUT OUTPUT, or INPUTS... --out-dir DIR (see the sub-command's description)."""
-    from plinknet.predict import predict_file, predict_scenes
+    from plinknet.infer.predict import predict_file, predict_scenes
 
     config = _predict_config(args)
     if args.simplify is not None and args.simplify < 0:
@@ -293,11 +318,12 @@ def run(args: argparse.Namespace) -> None:
                                          overwrite=args.overwrite)  # fmt: skip
             print(root if written else f"{root}: already holds this sample (seed {args.seed}); nothing written")
     elif args.command == "download":
-        from plinknet.download import download_inria
+        from plinknet.data.download import download_inria
 
         print(download_inria(args.out))
     elif args.command == "train":
-        from plinknet.train import TrainConfig, train
+        from plinknet.train.config import TrainConfig
+        from plinknet.train.loop import train
 
         given = read_yaml_mapping(args.config) if args.config else {}
         given.update(_overrides(args, TrainConfig))
@@ -312,8 +338,10 @@ def run(args: argparse.Namespace) -> None:
         finally:
             distributed.shutdown()  # under torchrun: leave the process group, every rank
     elif args.command == "ablate":
-        from plinknet.ablation import BOOK_ONLY_KEYS, MODELS, format_summary, run_ablation
-        from plinknet.train import TrainConfig
+        from plinknet.study.ablation import BOOK_ONLY_KEYS, run_ablation
+        from plinknet.study.paper import MODELS
+        from plinknet.study.stats import format_summary
+        from plinknet.train.config import TrainConfig
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would train the same runs into one archive
             raise ValueError("plinknet ablate runs in one process, not under torchrun; to use several GPUs, give "
@@ -330,13 +358,20 @@ def run(args: argparse.Namespace) -> None:
             print(format_summary(summary))
         print(f"archive: {args.out}" + (" (run records only)" if summary is None else ""))
     elif args.command == "check-data":
-        from plinknet.data import check_tiles, count_tiles
+        from plinknet.data.checks import check_tiles, count_tiles
 
-        problems = check_tiles(args.data, progress=not args.quiet)
+        if args.data is not None:  # the old positional spelling
+            if args.data_dir is not None:
+                raise ValueError("give the dataset folder once, as --data-dir")
+            _deprecated("the positional dataset folder of check-data", "--data-dir")
+            args.data_dir = args.data
+        if args.data_dir is None:
+            raise ValueError("check-data needs --data-dir (the dataset folder)")
+        problems = check_tiles(args.data_dir, progress=not args.quiet)
         if problems:
             print("\n".join(problems))
-            raise InriaDataError(f"{len(problems)} problem(s) in {args.data}, listed above")
-        print(f"{args.data}: {count_tiles(args.data)} tile(s) checked, every one readable and sound")
+            raise InriaDataError(f"{len(problems)} problem(s) in {args.data_dir}, listed above")
+        print(f"{args.data_dir}: {count_tiles(args.data_dir)} tile(s) checked, every one readable and sound")
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "predict":
@@ -352,7 +387,7 @@ def run(args: argparse.Namespace) -> None:
                                  ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1)):  # fmt: skip
             if value is not None and value < low:
                 raise ValueError(f"{flag} must be at least {low}, got {value}")
-        result = bench.run(args.what, device=args.device, data_dir=args.data, **options)
+        result = bench.run(args.what, device=args.device, data_dir=args.data_dir, **options)
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
 
@@ -360,23 +395,23 @@ def run(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     """Evaluate (tiles shared among processes under torchrun), print, then write the report."""
     from plinknet import distributed
-    from plinknet.evaluate import evaluate_checkpoint, format_table
-    from plinknet.train import resolve_device, write_json
+    from plinknet.device import resolve_device
+    from plinknet.files import write_json
+    from plinknet.infer.evaluate import format_table
+    from plinknet.study.lab import evaluate_with_lab, format_lab_table
 
     rank, _ = distributed.init(resolve_device(args.device))
     try:
-        report = evaluate_checkpoint(args.checkpoint, args.data, None, args.split, _predict_config(args),
-                                     args.device, progress=not args.quiet, tiles=args.tiles)  # fmt: skip
+        report = evaluate_with_lab(args.checkpoint, args.data_dir, split=args.split, config=_predict_config(args),
+                                   device=args.device, progress=not args.quiet, tiles=args.tiles)  # fmt: skip
     finally:
         distributed.shutdown()
     if rank != 0:
         return
     print(format_table(report))
     if "lab" in report:  # the synthetic sample's lab labels
-        from plinknet.lab import format_lab_table
-
         print(format_lab_table({Path(args.checkpoint).stem: report["lab"]["rates"]}, report["lab"]["counts"]))
-    print(f"(IoU: building class over all pixels; mIoU: mean of building and background IoU; data {args.data}, "
+    print(f"(IoU: building class over all pixels; mIoU: mean of building and background IoU; data {args.data_dir}, "
           f"{report['split']} tiles, device {report['device']}, {report['world_size']} process(es))")  # fmt: skip
     name = "metrics.json" if args.split == "val" and not args.tiles else f"metrics-{report['split']}.json"
     out = args.out or Path(args.checkpoint).parent / name

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-import plinknet.train as train_module
+import plinknet.train.loop as train_module
 from plinknet import distributed
 from plinknet.data import InriaDataset
 from plinknet.loss import DiceBCELoss
 from plinknet.model import PLinkNet
-from plinknet.train import TrainConfig, make_loader, validate
+from plinknet.train import TrainConfig
+from plinknet.train.loop import make_loader, validate
 
 
 def tiny(data: str, out: str, **overrides) -> TrainConfig:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from plinknet.files import save_torch as save_atomic
 from plinknet.model import PLinkNet
-from plinknet.train import save_atomic
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "data" / "inria"

@@ -11,9 +11,10 @@ import pytest
 import yaml
 from helpers import fingerprint
 
-import plinknet.train as train_module
-from plinknet import ablation
-from plinknet.ablation import paired_bootstrap, run_ablation, summarize, verdict
+import plinknet.train.loop as train_module
+from plinknet.study import ablation, stats
+from plinknet.study.ablation import run_ablation
+from plinknet.study.stats import paired_bootstrap, summarize, verdict
 from plinknet.synthetic import SyntheticConfig, generate
 from plinknet.train import TrainConfig
 
@@ -212,16 +213,16 @@ def test_verdict_reads_the_interval_of_the_metric_asked():
 
 def test_power_matches_published_values():
     # G*Power / Cohen's tables, paired t-test, two-sided 5 %, 80 % power: d = 0.5 needs 34 pairs, d = 0.8 needs 15
-    assert ablation.runs_needed(sigma=2.0, gap=1.0) == 34
-    assert ablation.runs_needed(sigma=1.0, gap=0.8) == 15
-    assert ablation.runs_needed(sigma=2.0, gap=1.0, paired=False) == 64  # Cohen: two groups of 64 for d = 0.5
+    assert stats.runs_needed(sigma=2.0, gap=1.0) == 34
+    assert stats.runs_needed(sigma=1.0, gap=0.8) == 15
+    assert stats.runs_needed(sigma=2.0, gap=1.0, paired=False) == 64  # Cohen: two groups of 64 for d = 0.5
     # a tiny effect, where statsmodels' root finder gives up: the textbook normal approximation, to 0.1 %
-    assert ablation.runs_needed(sigma=100.0, gap=0.22) == pytest.approx(((1.959964 + 0.841621) * 100 / 0.22) ** 2,
+    assert stats.runs_needed(sigma=100.0, gap=0.22) == pytest.approx(((1.959964 + 0.841621) * 100 / 0.22) ** 2,
                                                                          rel=1e-3)  # fmt: skip
     # and the other way round: 34 pairs detect d = 0.5 (just), 15 detect d = 0.8
-    assert ablation.detectable_gap(sigma=2.0, seeds=34) == pytest.approx(1.0, abs=0.02)
+    assert stats.detectable_gap(sigma=2.0, seeds=34) == pytest.approx(1.0, abs=0.02)
     # the chi-square interval of a standard deviation from 5 values: x0.599 to x2.874 (tabulated factors)
-    low, high = ablation.sigma_interval(1.0, 5)
+    low, high = stats.sigma_interval(1.0, 5)
     assert (low, high) == pytest.approx((0.5991, 2.8735), abs=1e-3)
 
 
@@ -243,7 +244,7 @@ def _percentile_bootstrap(gaps: np.ndarray, draws: int = 1000) -> tuple[np.ndarr
 
 @pytest.mark.parametrize("n", [3, 5])
 def test_the_gap_interval_covers_the_true_gap_95_percent_of_the_time(n):
-    assert 0.93 <= _coverage(ablation.paired_t_interval, n) <= 0.97
+    assert 0.93 <= _coverage(stats.paired_t_interval, n) <= 0.97
     # the same check rejects the percentile bootstrap over seeds (about 70 % at 3 seeds, 84 % at 5)
     assert _coverage(_percentile_bootstrap, n) < 0.90
 
@@ -251,8 +252,8 @@ def test_the_gap_interval_covers_the_true_gap_95_percent_of_the_time(n):
 def test_bootstrap_of_identical_networks_is_centred_on_zero():
     rng = np.random.default_rng(0)
     counts = rng.integers(1, 1000, size=(5, 8, 4))
-    draws = paired_bootstrap(counts, counts, lambda c: ablation._score(c, "iou"), 500)
+    draws = paired_bootstrap(counts, counts, lambda c: stats._score(c, "iou"), 500)
     assert np.all(draws == 0)
     noisy = counts + rng.integers(0, 50, size=counts.shape)
-    draws = paired_bootstrap(noisy, counts, lambda c: ablation._score(c, "iou"), 2000)
+    draws = paired_bootstrap(noisy, counts, lambda c: stats._score(c, "iou"), 2000)
     assert draws.std() > 0 and np.percentile(draws, 2.5) < np.percentile(draws, 97.5)

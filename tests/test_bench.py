@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from plinknet import bench
+from plinknet.bench.data import bench_data
+from plinknet.bench.memory import TreeMemory
+from plinknet.bench.train import bench_train
 
 FIXTURE = Path(__file__).parent / "data" / "inria"
 LINUX = Path("/proc/self/smaps_rollup").exists()
@@ -16,7 +18,7 @@ LINUX = Path("/proc/self/smaps_rollup").exists()
 @pytest.mark.skipif(not LINUX, reason="process-tree memory is read from /proc")
 def test_tree_memory_sees_a_child_process():
     code = "import numpy, time; a = numpy.ones(200 * 2**20 // 8); time.sleep(1.5)"
-    with bench.TreeMemory(interval=0.05) as memory:
+    with TreeMemory(interval=0.05) as memory:
         child = subprocess.Popen([sys.executable, "-c", code])
         time.sleep(0.2)
         baseline = memory.peak_pss_mb
@@ -27,7 +29,7 @@ def test_tree_memory_sees_a_child_process():
 
 
 def test_bench_data_on_tiny_tiles(tmp_path):
-    result = bench.bench_data(crop_size=32, n=8, workers=1, throughput_crops=16, tiles=2, tile_size=96,
+    result = bench_data(crop_size=32, n=8, workers=1, throughput_crops=16, tiles=2, tile_size=96,
                               cache_dir=tmp_path / "cache")  # fmt: skip
     overhead = result["overhead"]
     assert overhead["bare_ms"] > 0 and overhead["ratio"] > 0 and overhead["collated_ratio"] > 0
@@ -40,7 +42,7 @@ def test_bench_data_on_tiny_tiles(tmp_path):
 
 
 def test_bench_train_with_the_loader(capsys):
-    result = bench.bench_train("cpu", size=64, batch=2, steps=1, data_dir=FIXTURE, workers=0)
+    result = bench_train("cpu", size=64, batch=2, steps=1, data_dir=FIXTURE, workers=0)
     (row,) = result["rows"]
     assert row["model_only_images_per_s"] > 0 and row["loader_images_per_s"] > 0 and row["loader_ratio"] > 0
     assert "through the loader" in capsys.readouterr().out

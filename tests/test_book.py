@@ -74,7 +74,7 @@ def test_chapter_5_runs_alone_and_resumes_an_interrupted_run(tmp_path):
 
 
 def _summary(gap_low, gap_high):
-    from plinknet.ablation import reading
+    from plinknet.study.stats import reading
 
     models = {m: {f"{k}_{s}": 50.0 for k in ("iou", "miou", "f1", "precision") for s in ("mean", "std")}
               for m in ("P-LinkNet", "LinkNet34")}  # fmt: skip
@@ -93,7 +93,7 @@ def _summary(gap_low, gap_high):
 
 
 def test_verdict_is_filled_from_the_archives(tmp_path):
-    from plinknet.book import power_text, verdict_markdown
+    from plinknet_book.results import power_text, verdict_markdown
 
     (tmp_path / "ablation-synthetic-cpu").mkdir()
     text = verdict_markdown(tmp_path)
@@ -119,7 +119,7 @@ def test_verdict_is_filled_from_the_archives(tmp_path):
 
 
 def test_ledger_and_register_are_tables():
-    from plinknet.book import claims_ledger, open_choices
+    from plinknet_book.results import claims_ledger, open_choices
 
     ledger = claims_ledger(_summary(-1.0, 2.0), None)
     assert ledger.count("\n| ") >= 7 and "**not tested at paper scale**" in ledger

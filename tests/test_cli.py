@@ -32,7 +32,7 @@ def test_synth_train_evaluate_predict(tmp_path):
              "--workers", "0", "--no-progress", "--pyramid-bins", "1", "2")  # fmt: skip
     assert (run / "best.pt").is_file() and (run / "history.csv").is_file()
 
-    result = plinknet("evaluate", "--data", data, "--checkpoint", run / "best.pt", "--quiet", "--device", "cpu")
+    result = plinknet("evaluate", "--data-dir", data, "--checkpoint", run / "best.pt", "--quiet", "--device", "cpu")
     assert "overall" in result.stdout and "gridtown" in result.stdout
     report = json.loads((run / "metrics.json").read_text())
     assert set(report["per_city"]) == {"gridtown", "suburbia", "farmland", "alpine", "oldtown"}
@@ -153,17 +153,18 @@ def test_resume_without_a_run_is_an_error(tmp_path):
 
 
 def test_check_data_lists_every_problem(tmp_path):
-    assert "4 tile(s) checked, every one readable and sound" in plinknet("check-data", FIXTURE, "--quiet").stdout
+    result = plinknet("check-data", "--data-dir", FIXTURE, "--quiet")
+    assert "4 tile(s) checked, every one readable and sound" in result.stdout
     empty = tmp_path / "empty" / "AerialImageDataset" / "train"
     (empty / "images").mkdir(parents=True)
     (empty / "gt").mkdir()
-    result = plinknet("check-data", tmp_path / "empty", "--quiet", check=False)
+    result = plinknet("check-data", "--data-dir", tmp_path / "empty", "--quiet", check=False)
     assert result.returncode == 1 and "no tile in" in result.stdout and "readable and sound" not in result.stdout
     broken = tmp_path / "data"
     __import__("shutil").copytree(FIXTURE, broken)
     (broken / "AerialImageDataset/train/images/austin6.tif").write_bytes(b"not a tiff")
     (broken / "AerialImageDataset/train/gt/tyrol-w1.tif").unlink()
-    result = plinknet("check-data", broken, "--quiet", check=False)
+    result = plinknet("check-data", "--data-dir", broken, "--quiet", check=False)
     assert result.returncode == 1
     assert "austin6.tif" in result.stdout and "tyrol-w1.tif" in result.stdout
     assert "2 problem(s)" in result.stderr
@@ -192,3 +193,30 @@ def test_resume_from_the_command_line_takes_the_saved_recipe(tmp_path):
     plinknet("train", "--resume", "--epochs", "2", *common)  # only what is typed changes
     saved = __import__("yaml").safe_load((run / "config.yaml").read_text())
     assert (saved["epochs"], saved["lr"], saved["crop_size"], saved["encoder_name"]) == (2, 0.02, 64, "resnet18")
+
+
+def test_no_abbreviation_replaces_an_option(capsys):
+    from plinknet.cli import build_parser
+
+    with pytest.raises(SystemExit):  # `--seed` once stood for `--seeds` and silently replaced the seeds
+        build_parser().parse_args(["ablate", "--seeds", "0", "1", "--seed", "0", "--out", "x"])
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--epoch", "3"])
+
+
+def test_the_data_folder_is_data_dir_everywhere_and_the_old_spellings_warn(tmp_path):
+    from plinknet.cli import build_parser
+
+    for command in (["evaluate", "--checkpoint", "c.pt"], ["bench", "data"]):
+        args = build_parser().parse_args([*command, "--data-dir", "d"])
+        assert str(args.data_dir) == "d"
+        with pytest.warns(FutureWarning, match="--data is deprecated.*use --data-dir"):
+            args = build_parser().parse_args([*command, "--data", "d"])
+        assert str(args.data_dir) == "d"
+    for command in (["train"], ["ablate", "--seeds", "0", "--out", "x"]):
+        assert str(build_parser().parse_args([*command, "--data-dir", "d"]).data_dir) == "d"
+    result = plinknet("check-data", FIXTURE, "--quiet")  # the old positional folder still works, and says so
+    assert "4 tile(s) checked" in result.stdout and "deprecated" in result.stderr and "--data-dir" in result.stderr
+    result = plinknet("check-data", "--quiet", check=False)
+    assert result.returncode == 1 and "needs --data-dir" in result.stderr

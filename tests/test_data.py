@@ -1,4 +1,4 @@
-"""Tests for plinknet/data.py on the tiny committed fixture, the real crops and a local server."""
+"""Tests for plinknet/data/ on the tiny committed fixture, the real crops and a local server."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from plinknet.data import (
     MASK_PADDING,
     InriaDataError,
     InriaDataset,
+    checks,
     find_tiles,
     grid_windows,
     normalize,
@@ -28,6 +29,7 @@ from plinknet.data import (
     read_image,
     read_mask,
 )
+from plinknet.data.tiles import GDAL_CACHE_BYTES
 
 REAL_CROPS = Path(__file__).resolve().parents[1].parent / "shared/data/inria-crops"
 
@@ -293,7 +295,7 @@ def test_cache_follows_an_edited_tile(copy, tmp_path):
 
 def test_worker_init_bounds_gdal_cache():
     data.worker_init(0)
-    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == data.GDAL_CACHE_BYTES
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == GDAL_CACHE_BYTES
 
 
 def test_normalize():
@@ -304,6 +306,10 @@ def test_normalize():
     np.testing.assert_allclose(out[:, 0, 0].numpy(), expected, rtol=1e-5)
     with pytest.raises(ValueError):
         normalize(image.astype(np.float32))
+    # one arithmetic: the single-image path and the batched path agree bit for bit
+    crop = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    batched = normalize_batch(torch.from_numpy(crop).permute(2, 0, 1)[None])[0]
+    assert torch.equal(normalize(crop), batched)
 
 
 def test_dataloader_workers_match_main_process(root):
@@ -401,8 +407,8 @@ def test_check_tiles_reports_every_problem_at_once_and_remembers_sound_tiles(cop
     truncated.write_bytes(truncated.read_bytes()[:-300])
     (copy / "train/gt/vienna3.tif").write_bytes((copy / "train/gt/austin1.tif").read_bytes())  # no image
     checked = []
-    real = data.check_pair
-    monkeypatch.setattr(data, "check_pair", lambda image, mask: checked.append(image.name) or real(image, mask))
+    real = checks.check_pair
+    monkeypatch.setattr(checks, "check_pair", lambda image, mask: checked.append(image.name) or real(image, mask))
     problems = data.check_tiles(copy, progress=False, memo_dir=memo)
     assert sorted(checked) == ["austin6.tif", "tyrol-w1.tif"]  # the others were remembered as sound
     text = "\n".join(problems)
@@ -417,7 +423,7 @@ def test_a_mask_mixing_1_and_255_is_refused_whatever_the_blocks(copy, tmp_path, 
     mixed = mask.copy()
     mixed[32:] *= 255  # 0/1 above, 0/255 below
     _rewrite(copy / "train/gt/austin6.tif", mixed)
-    monkeypatch.setattr(data, "CHECK_ROWS", rows)
+    monkeypatch.setattr(checks, "CHECK_ROWS", rows)
     problems = data.check_tiles(copy, progress=False, memo_dir=tmp_path / f"memo{rows}")
     assert len(problems) == 1 and "austin6.tif holds both 1 and 255" in problems[0], problems
 

@@ -1,4 +1,4 @@
-"""Tests for plinknet/download.py against a local HTTP server (no internet needed)."""
+"""Tests for plinknet/data/download.py against a local HTTP server (no internet needed)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import pytest
 
-from plinknet import download
-from plinknet.data import InriaDataError, find_tiles
-from plinknet.download import InriaDownloadError, download_file, download_inria
+from plinknet.data import InriaDataError, download, find_tiles
+from plinknet.data.download import InriaDownloadError, download_file, download_inria
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 
@@ -122,8 +121,6 @@ def test_download_inria_unzips_and_skips_existing(root, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "INRIA_ZIP_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     dataset = download_inria(tmp_path)
     assert len(find_tiles(dataset, "all")) == 4
-
-
 
 
 # ---------------------------------------------------------------- the archive in miniature
@@ -230,7 +227,7 @@ _KILLED_HALFWAY = """
 import os, signal, sys, zipfile
 from pathlib import Path
 import py7zr
-from plinknet import download
+from plinknet.data import download
 
 stage, out, md5, *urls = sys.argv[1:]
 download.INRIA_ZIP_MD5 = md5

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURE, TORCHRUN, run_killable, sharp_model, write_checkpoint
 
-from plinknet.evaluate import evaluate_checkpoint
+from plinknet.infer import evaluate_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,10 @@ def evaluate_cli(*args, launcher=(sys.executable,)):
 
 
 def test_torchrun_shares_tiles_and_gives_the_single_process_report(checkpoint, tmp_path):
-    code, _, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
+    code, _, stderr = evaluate_cli("--data-dir", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
                                    "--out", tmp_path / "one.json")  # fmt: skip
     assert code == 0, stderr[-2000:]
-    code, stdout, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
+    code, stdout, stderr = evaluate_cli("--data-dir", FIXTURE, "--checkpoint", checkpoint, "--split", "all",
                                         "--out", tmp_path / "two.json", launcher=TORCHRUN)  # fmt: skip
     assert code == 0, stderr[-2000:]
     assert stdout.count("overall") == 1  # rank 0 alone prints
@@ -48,11 +48,12 @@ def test_named_tiles_only(checkpoint):
 def test_results_are_shown_even_when_the_report_cannot_be_written(checkpoint, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    code, stdout, stderr = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint,
+    code, stdout, stderr = evaluate_cli("--data-dir", FIXTURE, "--checkpoint", checkpoint,
                                         "--out", blocker / "metrics.json")  # fmt: skip
     assert code == 1 and "overall" in stdout
     assert "results are above" in stderr and stderr.count("\n") == 1
-    code, stdout, _ = evaluate_cli("--data", FIXTURE, "--checkpoint", checkpoint, "--out", tmp_path / "new" / "m.json")
+    out = tmp_path / "new" / "m.json"
+    code, stdout, _ = evaluate_cli("--data-dir", FIXTURE, "--checkpoint", checkpoint, "--out", out)
     assert code == 0 and json.loads((tmp_path / "new" / "m.json").read_text())["split"] == "val"
 
 
@@ -60,10 +61,10 @@ def test_a_damaged_tile_is_named(checkpoint, tmp_path):
     data = Path(shutil.copytree(FIXTURE, tmp_path / "data"))
     damaged = data / "AerialImageDataset/train/images/austin1.tif"
     damaged.write_bytes(damaged.read_bytes()[:-300])
-    code, _, stderr = evaluate_cli("--data", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
+    code, _, stderr = evaluate_cli("--data-dir", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
     assert code == 1 and str(damaged) in stderr, stderr
     damaged.write_bytes((FIXTURE / "AerialImageDataset/train/images/austin1.tif").read_bytes())
     mask = data / "AerialImageDataset/train/gt/austin1.tif"
     mask.write_bytes(mask.read_bytes()[:-300])
-    code, _, stderr = evaluate_cli("--data", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
+    code, _, stderr = evaluate_cli("--data-dir", data, "--checkpoint", checkpoint, "--out", tmp_path / "m.json")
     assert code == 1 and str(mask) in stderr, stderr

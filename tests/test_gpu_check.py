@@ -1,11 +1,9 @@
-"""benchmarks/gpu_check.py: every step runs (here in the CPU dry mode), keeps its figures and stays in its folder."""
+"""plinknet.bench.gpu_check: every step runs (here in the CPU dry mode), keeps its figures and stays in its folder."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,11 +11,9 @@ import pytest
 import torch
 from helpers import fingerprint
 
+import plinknet.bench.gpu_check as gpu_check
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-gpu_check = importlib.util.module_from_spec(_spec)
-sys.modules["gpu_check"] = gpu_check  # its dataclass looks its module up there
-_spec.loader.exec_module(gpu_check)
 
 pytestmark = pytest.mark.filterwarnings("ignore:the pyramid's centre map")  # toy crops, on purpose
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from plinknet.data import find_tiles, read_mask
-from plinknet.lab import (
+from plinknet.study.lab import (
     COUNT_KEYS,
     SIZE_CLASSES_M2,
     format_lab_table,

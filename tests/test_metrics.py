@@ -80,3 +80,17 @@ def test_only_valid_pixels_are_counted():
     assert cm.counts.tolist() == [1, 0, 0, 1]  # the fp and fn in the padding are not counted
     with pytest.raises(ValueError, match="valid"):
         cm.update(logits, target, valid=valid[..., :2])
+
+
+def test_count_metrics_on_arrays_is_the_scalar_arithmetic():
+    import numpy as np
+
+    from plinknet.metrics import count_metrics
+
+    counts = np.array([[[5, 3, 2, 90], [0, 0, 0, 100]], [[0, 7, 0, 93], [40, 0, 10, 50]]])  # (2, 2, 4)
+    arrays = count_metrics(counts)
+    for index in np.ndindex(2, 2):
+        scalar = metrics_from_counts(*counts[index].tolist())
+        assert {name: arrays[name][index] for name in arrays} == {name: scalar[name] for name in arrays}
+    assert arrays["iou"][0, 1] == 1.0 and arrays["precision"][0, 1] == 0.0  # an empty map: perfect IoU, no precision
+    assert arrays["precision"][1, 0] == 0.0 and arrays["iou"][1, 1] == 0.8

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -45,3 +46,13 @@ def test_command_line_help():
     ).stdout
     for command in ("train", "evaluate", "predict", "synth", "download", "bench"):
         assert command in out
+
+
+def test_the_public_api():
+    import plinknet
+    from plinknet import BinaryConfusion, DiceBCELoss, InriaDataset, LinkNet34, PLinkNet, TrainConfig  # noqa: F401
+
+    for name in plinknet.__all__:
+        assert getattr(plinknet, name) is not None, name
+    with pytest.raises(AttributeError):
+        plinknet.NoSuchThing  # noqa: B018

@@ -13,18 +13,17 @@ from helpers import sharp_model, write_checkpoint
 from predict_scenes import CRS, TRANSFORM, blobs, write_scene
 
 from plinknet.data import normalize
-from plinknet.predict import (
-    PredictConfig,
+from plinknet.infer import PredictConfig, predict_file, predict_scene
+from plinknet.infer.polygons import simplify_ring
+from plinknet.infer.predict import (
     Tiling,
     blend_weights,
     building_polygons,
     iter_probabilities,
-    predict_file,
-    predict_scene,
     window_starts,
     write_prediction,
 )
-from plinknet.scenes import MASK_NODATA, SceneReader, simplify_ring
+from plinknet.infer.scenes import MASK_NODATA, SceneReader
 
 # tiny windows on purpose (fast): the pyramid's warning about centre maps smaller than its bins is expected
 pytestmark = pytest.mark.filterwarnings("ignore:the pyramid's centre map")
@@ -137,14 +136,14 @@ def test_default_backend_equals_eager_fp32_within_1e3(model, scene):
 
 def test_onnx_backend_when_installed(model, scene):
     pytest.importorskip("onnxruntime")
-    from plinknet.backends import Network, OnnxBackend
+    from plinknet.infer.backends import Network, OnnxBackend
 
     network = Network(model=model, device=torch.device("cpu"))
     assert isinstance(network.backend(128), OnnxBackend)  # exported once, then cached in $PLINKNET_CACHE
 
 
 def test_missing_onnxruntime_falls_back_to_pytorch(model, scene, monkeypatch):
-    import plinknet.backends as backends
+    import plinknet.infer.backends as backends
 
     monkeypatch.setattr(backends, "_onnx_available", lambda: False)
     monkeypatch.setattr(backends, "_warned", set())
@@ -246,7 +245,7 @@ def test_nodata_and_alpha_become_nodata(tmp_path, checkpoint, model, monkeypatch
     rgba = np.concatenate([blobs(128, 256, seed=3), np.full((128, 256, 1), 255, np.uint8)], axis=2)
     rgba[:, :128, 3] = 0
     alpha = write_scene(tmp_path / "rgba.tif", rgba, photometric="RGB", alpha="YES")
-    from plinknet.backends import TorchBackend
+    from plinknet.infer.backends import TorchBackend
 
     calls = []
     original = TorchBackend.__call__
@@ -318,7 +317,7 @@ def test_polygons_simplify_and_wgs84(tmp_path):
 
 
 def test_failed_prediction_leaves_no_file(tmp_path, checkpoint, scene, monkeypatch):
-    from plinknet.backends import TorchBackend
+    from plinknet.infer.backends import TorchBackend
 
     def broken(self, windows):
         raise RuntimeError("out of memory")
@@ -341,8 +340,8 @@ def test_output_that_is_an_input_or_the_checkpoint_is_refused(tmp_path, checkpoi
 
 
 def test_mask_from_logits_equals_thresholded_probabilities():
-    from plinknet.predict import _mask_from_logits, sigmoid
-    from plinknet.scenes import encode_mask
+    from plinknet.infer.predict import _mask_from_logits, sigmoid
+    from plinknet.infer.scenes import encode_mask
 
     logits = np.random.default_rng(0).normal(0, 3, (64, 64)).astype(np.float32)
     logits[:5] = np.nan
@@ -351,9 +350,9 @@ def test_mask_from_logits_equals_thresholded_probabilities():
 
 
 def test_large_scene_says_so_at_the_start(tmp_path, checkpoint, scene, capsys, monkeypatch):
-    import plinknet.predict
+    import plinknet.infer.predict
 
-    monkeypatch.setattr(plinknet.predict, "LARGE_SCENE_WINDOWS", 4)
+    monkeypatch.setattr(plinknet.infer.predict, "LARGE_SCENE_WINDOWS", 4)
     src = write_scene(tmp_path / "scene.tif", scene)
     predict_file(checkpoint, src, tmp_path / "m.tif", config=PredictConfig(**EAGER), device="cpu", progress=False)
     err = capsys.readouterr().err.splitlines()
@@ -433,9 +432,9 @@ def test_cuda_streamed_file_equals_cpu(tmp_path, checkpoint, scene):
 
 @pytest.mark.slow
 def test_bench_predict_reports_the_three_figures(tmp_path):
-    from plinknet.bench import bench_predict
+    from plinknet.bench.predict import bench_prediction
 
-    result = bench_predict("cpu", speed_size=160, tile_size=192, memory_sizes=(128, 256), repeats=1,
+    result = bench_prediction("cpu", speed_size=160, tile_size=192, memory_sizes=(128, 256), repeats=1,
                            encoder_name="resnet18", crop_size=64, workdir=tmp_path)  # fmt: skip
     assert result["speed_ratio_median"] > 0 and len(result["plain_loop_s"]) == 1
     assert result["extrapolated"] and result["seconds_per_5000_tile"] > 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from plinknet.protocol import metrics_from_rates, readings_markdown, score_conventions, solve_reading
+from plinknet.study.protocol import metrics_from_rates, readings_markdown, score_conventions, solve_reading
 
 
 def test_rates_give_back_their_precision_and_recall():

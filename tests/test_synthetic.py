@@ -279,7 +279,7 @@ def test_inria_scale_is_seeded(inria_scale, tmp_path):
 
 
 def test_mosaic_is_made_of_turned_and_flipped_patches():
-    from plinknet.synthetic import _mosaic
+    from plinknet.synthetic.inria_scale import _mosaic
 
     rng = np.random.default_rng(0)
     patches = [(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), rng.integers(0, 2, (8, 8), dtype=np.uint8))

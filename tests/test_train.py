@@ -11,26 +11,26 @@ import torch
 import yaml
 from helpers import FIXTURE, TORCHRUN, fingerprint, run_killable, stop_after_first_epoch
 
-import plinknet.train as train_module
+import plinknet.device as device_module
+import plinknet.train.loop as train_module
+from plinknet.checkpoint import load_checkpoint
 from plinknet.config import ConfigError
 from plinknet.data import InriaDataError, InriaDataset
+from plinknet.files import save_torch as save_atomic
 from plinknet.loss import DiceBCELoss
 from plinknet.model import PLinkNet
 from plinknet.train import (
     RECIPE_FIELDS,
-    SAFE_ON_RESUME,
     RunFolderError,
     TrainConfig,
     TrainingDiverged,
-    load_checkpoint,
-    make_loader,
     read_history,
     recipe_changes,
-    save_atomic,
     train,
     train_or_reuse,
-    validate,
 )
+from plinknet.train.config import SAFE_ON_RESUME
+from plinknet.train.loop import make_loader, validate
 
 HERE = Path(__file__).parent
 COMPARED = ("epoch", "lr", "train_loss", "val_loss", "iou", "miou", "precision", "recall", "accuracy")
@@ -435,16 +435,18 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused_befo
 
 def test_precision_follows_the_card(monkeypatch):
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    monkeypatch.setattr(train_module, "_bf16_supported", lambda index: True)  # A100, H100
-    assert [train_module.precision(d, amp) for d in (cuda, cpu) for amp in (True, False)] == [
+    monkeypatch.setattr(device_module, "_bf16_supported", lambda index: True)  # A100, H100
+    assert [device_module.precision(d, amp) for d in (cuda, cpu) for amp in (True, False)] == [
         "bf16", "fp32", "fp32", "fp32"]  # fmt: skip
-    monkeypatch.setattr(train_module, "_bf16_supported", lambda index: False)  # T4, V100: bf16 only emulated
-    assert train_module.precision(cuda) == "fp16" and train_module.precision(cuda, amp=False) == "fp32"
+    monkeypatch.setattr(device_module, "_bf16_supported", lambda index: False)  # T4, V100: bf16 only emulated
+    assert device_module.precision(cuda) == "fp16" and device_module.precision(cuda, amp=False) == "fp32"
 
 
 def test_fp16_trains_with_a_loss_scaler_kept_across_a_resume(tmp_path, monkeypatch):
     """The fp16 path of GPUs without bf16, exercised on the CPU (which autocasts to fp16 and scales losses too)."""
-    monkeypatch.setattr(train_module, "precision", lambda device, amp=True: "fp16" if amp else "fp32")
+    fp16 = lambda device, amp=True: "fp16" if amp else "fp32"  # noqa: E731
+    monkeypatch.setattr(device_module, "precision", fp16)  # autocast and the scaler
+    monkeypatch.setattr(train_module, "precision", fp16)  # the launch record
     run = train(tiny(tmp_path, epochs=1))
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["launches"][0]["precision"] == "fp16"

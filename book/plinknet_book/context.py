@@ -1,0 +1,211 @@
+"""What the book's chapters share: the data and device they ran on, in words, the demo runs,
+and the provenance footer of every page.
+
+Every sentence of the book that depends on the data or the device is made here from the
+chapter's parameters, so that a chapter rerun on Inria with a GPU (``-f book/params/paper.yaml``)
+reads right without an edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from plinknet.provenance import data_checksum, device_label, git_commit, versions
+
+
+@dataclass
+class Context:
+    """The data and device a chapter runs on, and how to say so.
+
+    Args:
+        data_dir: the dataset folder (Inria layout).
+        synthetic: True when it is the synthetic sample (generated here when missing).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    data_dir: str
+    synthetic: bool
+    device: str = "auto"
+
+    def __post_init__(self):
+        from plinknet.device import resolve_device
+
+        self.torch_device = resolve_device(self.device)
+        if self.synthetic:
+            from plinknet.synthetic import ensure_sample
+
+            ensure_sample(self.data_dir, seed=0)
+
+    @property
+    def data_label(self) -> str:
+        """``"the synthetic sample"`` or ``"Inria"``: for headers and captions."""
+        return "the synthetic sample" if self.synthetic else "Inria"
+
+    @property
+    def short_data_label(self) -> str:
+        return "synthetic" if self.synthetic else "Inria"
+
+    @property
+    def device_label(self) -> str:
+        """``"cpu (2 threads)"`` or the GPU's name."""
+        return device_label(self.torch_device)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.torch_device.type == "cuda"
+
+    def where(self) -> str:
+        """``"the synthetic sample, cpu (2 threads)"``: the data and device of a result, in one breath."""
+        return f"{self.data_label}, {self.device_label}"
+
+    def caveat(self) -> str:
+        """The sentence a result on this data needs: what it can and cannot say about the paper."""
+        if self.synthetic:
+            return ("These numbers come from the synthetic sample: they show that the code runs and how the "
+                    "method behaves on drawn cities, and say nothing about the paper's results on Inria.")
+        return "These numbers come from the real Inria data and can be set beside the paper's."
+
+
+def describe_run(config, context: Context) -> str:
+    """One sentence saying how a run was trained, from its :class:`plinknet.train.TrainConfig`."""
+    weights = {"imagenet": "an ImageNet-pretrained encoder", None: "random weights"}.get(
+        config.encoder_weights, f"encoder weights from {config.encoder_weights}"
+    )
+    crops = "every grid crop" if config.samples_per_tile is None else f"{config.samples_per_tile} crops"
+    network = "P-LinkNet" if config.pyramid_bins else "LinkNet34"
+    return (f"{network} trained for {config.epochs} epoch(s) of {crops} per training tile "
+            f"({config.crop_size}x{config.crop_size} px, batch {config.batch_size}, SGD lr {config.lr:g}) from "
+            f"{weights}, on {context.data_label} with {context.device_label}")  # fmt: skip
+
+
+def demo_runs(configs: dict) -> dict[str, Path]:
+    """Run folders for ``{name: TrainConfig}``: reused when finished with the same recipe, else trained.
+
+    So every chapter can stand alone (on a fresh Colab runtime it trains what it needs) and
+    chapters run in order share the runs (see :func:`plinknet.train.train_or_reuse`).
+    """
+    from plinknet.train.loop import train_or_reuse
+
+    runs = {}
+    for name, config in configs.items():
+        print(f"{name}: {config.out_dir}")
+        runs[name] = train_or_reuse(config)
+    return runs
+
+
+def pair_configs(config) -> dict:
+    """``{"P-LinkNet": config, "LinkNet34": the same without the pyramid}``, in sibling run folders."""
+    base = Path(config.out_dir).parent
+    return {
+        "P-LinkNet": dataclasses.replace(config, pyramid_bins=config.pyramid_bins or (1, 2, 3, 6),
+                                         out_dir=str(base / "plinknet")),  # fmt: skip
+        "LinkNet34": dataclasses.replace(config, pyramid_bins=(), out_dir=str(base / "linknet34")),
+    }
+
+
+def cached_checksum(data_dir: str | os.PathLike) -> str:
+    """:func:`plinknet.provenance.data_checksum`, remembered per file sizes and times (Inria: once)."""
+    from plinknet.files import default_cache_root
+
+    root = Path(data_dir)
+    base = root / "AerialImageDataset" if (root / "AerialImageDataset").is_dir() else root
+    files = sorted(p for p in (base / "train").rglob("*") if p.is_file())
+    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    memo = default_cache_root() / "checksums" / (__import__("hashlib").sha1(key.encode()).hexdigest() + ".txt")
+    if memo.is_file():
+        return memo.read_text().strip()
+    value = data_checksum(root)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(value)
+    except OSError:
+        pass
+    return value
+
+
+def footer(context: Context | None) -> str:
+    """The provenance footer of a page (Markdown): commit, versions, device, date, data and its checksum.
+
+    ``None``: a page that reads archives only (their own provenance is in them).
+    """
+    from datetime import datetime, timezone
+
+    v = versions()
+    if context is None:
+        ran = "Executed"
+        data = "Data: none; the figures above come from the archives in `results/`, each with its provenance."
+    else:
+        gpu = f", CUDA {torch.version.cuda}" if context.on_gpu else ""
+        ran = f"Executed on **{context.device_label}**{gpu}"
+        data = (f"Data: {context.data_label} in `{context.data_dir}`, SHA-256 "
+                f"`{cached_checksum(context.data_dir)[:16]}`.")  # fmt: skip
+    return (
+        "```{admonition} How this page was made\n:class: dropdown note\n"
+        f"{ran} on {datetime.now(timezone.utc):%Y-%m-%d}, from commit {_short(git_commit())} with plinknet "
+        f"{v['plinknet']}, torch {v['torch']}, segmentation-models-pytorch {v['segmentation_models_pytorch']}, "
+        f"rasterio {v['rasterio']} (Python {v['python']}). {data} Exact versions for a rerun: "
+        f"`requirements-lock.txt` (`pip install -r requirements-lock.txt`).\n```"
+    )
+
+
+def _short(commit: str) -> str:
+    """Markdown for a commit: ``"`598125f9549b`"``, plus a note when the code had uncommitted changes."""
+    base, _, changed = commit.partition("+")
+    return f"`{base[:12]}`" + (" plus uncommitted changes" if changed else "")
+
+
+def glue_figure(name: str, fig) -> None:
+    """Hand a figure to MyST-NB under ``name`` (for a numbered ``{glue:figure}`` with a caption), not shown here."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def glue_text(name: str, value) -> None:
+    """A value for ``{glue:text}`` in the page's prose and captions, not shown here."""
+    from myst_nb import glue
+
+    glue(name, value, display=False)
+
+
+def _recipe_fields() -> list[str]:
+    """The recipe (:data:`plinknet.train.RECIPE_FIELDS`) less the data folder, which the pages show on their own."""
+    from plinknet.train.config import RECIPE_FIELDS
+
+    return [name for name in RECIPE_FIELDS if name != "data_dir"]
+
+
+def recipe_table(config) -> str:
+    """Markdown: the paper's recipe (``TrainConfig`` defaults) beside ``config``, departures in bold."""
+    from plinknet.train.config import TrainConfig
+
+    def show(value) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, tuple):
+            return "(" + ", ".join(map(str, value)) + ")" if value else "()"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    paper = TrainConfig()
+    rows = ["| option | paper | this run |", "|---|---|---|"]
+    for name in _recipe_fields():
+        a, b = getattr(paper, name), getattr(config, name)
+        rows.append(f"| `{name}` | {show(a)} | {show(b) if a == b else f'**{show(b)}**'} |")
+    return "\n".join(rows)
+
+
+def departures(config) -> list[str]:
+    """The recipe options (not machinery) in which ``config`` differs from the paper's recipe."""
+    from plinknet.train.config import TrainConfig
+
+    paper = TrainConfig()
+    return [name for name in _recipe_fields() if getattr(paper, name) != getattr(config, name)]
+

@@ -1,0 +1,425 @@
+"""The book's figures. Each function returns a matplotlib Figure and leaves showing or saving to the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import FancyBboxPatch, Patch
+
+from plinknet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# Okabe and Ito's colour-blind-safe palette (Okabe & Ito 2008, "Color Universal Design")
+OKABE_ITO = {"orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "black": "#000000"}  # fmt: skip
+# error maps: bright yellow, dark vermillion and blue stay apart under deuteranopia, protanopia and
+# tritanopia alike (differ in lightness as well as hue); true negatives stay the dimmed grey image
+ERROR_COLOURS = {"true positive": OKABE_ITO["yellow"], "false positive": OKABE_ITO["vermillion"],
+                 "false negative": OKABE_ITO["blue"]}  # fmt: skip
+MODEL_COLOURS = {"P-LinkNet": OKABE_ITO["blue"], "LinkNet34": OKABE_ITO["orange"]}
+
+
+METRIC_LABELS = {"iou": "IoU", "miou": "mIoU", "f1": "F1", "precision": "precision", "recall": "recall",
+                 "accuracy": "accuracy"}  # fmt: skip
+
+
+def _rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)], np.float32)
+
+
+def model_colour(name: str, index: int) -> str:
+    return MODEL_COLOURS.get(name, list(OKABE_ITO.values())[index % 8])
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised tensor -> (H, W, 3) uint8 for display."""
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    pixels = (image.detach().cpu().float() * std + mean).clamp(0, 1) * 255
+    return pixels.round().byte().permute(1, 2, 0).numpy()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour=(1.0, 0.2, 0.6), alpha: float = 0.45) -> np.ndarray:
+    """Image (H, W, 3) uint8 with a {0,1} mask (H, W) tinted on top; float RGB in [0, 1]."""
+    out = image.astype(np.float32) / 255
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(colour)
+    return out
+
+
+def error_map(prediction: np.ndarray, truth: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """RGB map of true positives, false positives and false negatives over a dimmed grey image."""
+    pred, true = prediction.astype(bool), truth.astype(bool)
+    if image is None:
+        out = np.full((*pred.shape, 3), 0.15, np.float32)
+    else:
+        grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
+        out = np.repeat(0.15 + 0.35 * grey, 3, axis=-1)
+    for colour, where in zip(ERROR_COLOURS.values(), (pred & true, pred & ~true, ~pred & true)):
+        out[where] = _rgb(colour)
+    return out
+
+
+def _legend(fig, **kwargs) -> None:
+    handles = [Patch(color=c, label=n) for n, c in ERROR_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10, **kwargs)
+
+
+def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None,
+                 crop_size: int | None = None) -> plt.Figure:  # fmt: skip
+    """Dataset items as the network sees them, the building mask tinted and padding greyed.
+
+    Items of :class:`plinknet.data.InriaDataset` (uint8 buffers) go through
+    :func:`plinknet.data.prepare_batch` first, resized to ``crop_size`` (default: each
+    buffer's own size).
+    """
+    from torch.utils.data import default_collate
+
+    from plinknet.data.transforms import prepare_batch
+
+    n = len(samples)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.65 * ncols, 1.8 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, s in zip(axes.flat, samples):
+        one = {k: v for k, v in s.items() if k in ("image", "mask", "side")}
+        image, target, valid = prepare_batch(default_collate([one]), torch.device("cpu"),
+                                             crop_size or s["image"].shape[-1])  # fmt: skip
+        shown = overlay(denormalize(image[0]), target[0, 0].numpy())
+        shown[~valid[0, 0].numpy()] = 0.75  # outside the tile
+        ax.imshow(shown)
+        ax.set_title(s.get("tile", ""), fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
+               ncols: int = 4) -> plt.Figure:  # fmt: skip
+    """Rows of (image, image with mask) for uint8 images and {0,1} masks."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(2.6 * ncols, 5.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, mask, title) in enumerate(zip(images, masks, titles)):
+        r, c = 2 * (i // ncols), i % ncols
+        axes[r, c].imshow(image)
+        axes[r, c].set_title(title, fontsize=9)
+        axes[r + 1, c].imshow(overlay(image, mask))
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "") -> plt.Figure:
+    """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``)."""
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, rows) in enumerate(histories.items()):
+        colour = model_colour(name, i)
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=colour, label=f"{name} train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "--s", color=colour, label=f"{name} validation")
+        ax_iou.plot(epochs, [100 * r["iou"] for r in rows], "-o", color=colour, label=f"{name} IoU")
+        ax_iou.plot(epochs, [100 * r["miou"] for r in rows], "--s", color=colour, label=f"{name} mIoU")
+    ax_loss.set(xlabel="epoch", ylabel="Dice + BCE loss", title="loss")
+    ax_iou.set(xlabel="epoch", ylabel="%", title="validation IoU (building) and mIoU (2-class mean)")
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    titles: Sequence[str] | None = None,
+) -> plt.Figure:
+    """The paper's Figure 5 with error maps: image, ground truth, then each model's mask and its errors.
+
+    ``predictions`` maps a model name to binary masks, one per image.
+    """
+    names = list(predictions)
+    ncols = 2 + 2 * len(names)
+    fig, axes = plt.subplots(len(images), ncols, figsize=(1.6 * ncols, 1.6 * len(images) + 0.4), squeeze=False)
+    headers = ["image", "ground truth"] + [h for n in names for h in (n, f"{n} errors")]
+    for row, (image, truth) in enumerate(zip(images, truths)):
+        panels = [image, truth]
+        for n in names:
+            pred = predictions[n][row]
+            panels += [pred, error_map(pred, truth, image)]
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1 if panel.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(headers[col], fontsize=10)
+        if titles:
+            axes[row, 0].set_ylabel(titles[row], fontsize=10)
+    _legend(fig)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: str = "") -> plt.Figure:
+    """Grouped bars of one metric per city and overall, one bar per model (``evaluation_report`` dicts)."""
+    names = list(reports)
+    cities = list(next(iter(reports.values()))["per_city"]) + ["overall"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(1.6 * len(cities) + 2, 3.6))
+    x = np.arange(len(cities))
+    for i, name in enumerate(names):
+        values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
+        values.append(100 * reports[name]["overall"][metric])
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=model_colour(name, i))
+        ax.bar_label(bars, fmt="%.1f", fontsize=9)
+    ax.set_xticks(x, cities)
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | None = None,
+               threshold: float = 0.5, title: str = "") -> plt.Figure:  # fmt: skip
+    """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    shown = axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1)
+    axes[1].set_title("building probability")
+    fig.colorbar(shown, cax=axes[1].inset_axes([1.03, 0, 0.04, 1]))  # beside the panel, not out of it
+    pred = probability > threshold
+    if truth is not None:
+        axes[2].imshow(error_map(pred, truth, image))
+        axes[2].set_title(f"errors at threshold {threshold}")
+        _legend(fig)
+    else:
+        axes[2].imshow(overlay(image, pred))
+        axes[2].set_title(f"mask at threshold {threshold}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> plt.Figure:
+    """What each pyramid level averages over: the image cut into b x b regions, one panel per bin."""
+    fig, axes = plt.subplots(1, len(bins), figsize=(2.4 * len(bins), 2.9))
+    h, w = image.shape[:2]
+    for ax, b in zip(np.atleast_1d(axes), bins):
+        ax.imshow(image)
+        for k in range(1, b):
+            ax.axhline(k * h / b, color="yellow", lw=1.5)
+            ax.axvline(k * w / b, color="yellow", lw=1.5)
+        side = h / b * 0.3  # metres, at Inria's 0.3 m pixels
+        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: str = "P-LinkNet") -> plt.Figure:
+    """A block diagram of the U-shape: encoder stages down, the pyramid centre, decoder stages up.
+
+    ``shapes`` is ``plinknet.model.stage_shapes`` output: (stage name, (B, C, H, W)). Boxes on
+    one row share a resolution; dashed arrows are LinkNet's skips, added to the decoder output.
+    """
+    shape_of = dict(shapes)
+    # (name, level): level 0 is full resolution, each level down halves it
+    encoder = [("input", 0), ("stem", 1), ("layer1", 2), ("layer2", 3), ("layer3", 4), ("layer4", 5)]
+    decoder = [("final", 0), ("decoder1", 1), ("decoder2", 2), ("decoder3", 3), ("decoder4", 4)]
+    fig, ax = plt.subplots(figsize=(12, 6))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(-0.6, 6.5)
+    ax.axis("off")
+
+    def box(x, y, name, colour, w=2.0, label=None):
+        _, c, h, wd = shape_of[name]
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.3), w, 0.6, boxstyle="round,pad=0.03", fc=colour, ec="k", lw=0.8))
+        ax.text(x, y, f"{label or name}\n{c} x {h} x {wd}", ha="center", va="center", fontsize=8)
+
+    def arrow(start, end, **style):
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", **style))
+
+    def x_encoder(level):
+        return 1.3 + 0.75 * level
+
+    def x_decoder(level):
+        return 10.7 - 0.75 * level
+
+    for name, level in encoder:
+        box(x_encoder(level), 6 - level, name, "#eeeeee" if name == "input" else "#a6d5a0")
+    for name, level in decoder:
+        box(x_decoder(level), 6 - level, name, "#9cc3e6")
+    if "centre" in shape_of:
+        box(6.0, 0.0, "centre", "#f6c28b", w=3.0, label="pyramid pooling, bins (1, 2, 3, 6)")
+    else:
+        ax.text(6.0, 0.0, "no centre (LinkNet34)", ha="center", va="center", fontsize=8)
+    for level in (2, 3, 4):  # encoder stage added to the decoder block output of the same size
+        y = 6 - level
+        arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
+        ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=9, color="grey")
+    ax.set_title(title)
+    return fig
+
+
+def plot_grid(image: np.ndarray, mask: np.ndarray, crop_size: int, title: str = "") -> plt.Figure:
+    """A tile with its buildings tinted and the validation grid of ``crop_size`` crops drawn on it."""
+    from matplotlib.patches import Rectangle
+
+    from plinknet.data.dataset import grid_windows
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(overlay(image, mask))
+    for row, col in grid_windows(*mask.shape, crop_size):
+        ax.add_patch(Rectangle((col, row), crop_size, crop_size, fill=False, ec=OKABE_ITO["yellow"], lw=1.5))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(summary: Mapping, metrics: Sequence[str] = ("iou", "miou", "f1")) -> plt.Figure:
+    """An archived ablation (``summary.json``): each seed's score per network, and the paired gap.
+
+    Left panels: one point per seed and network, the mean as a line. Right panel: the per-seed
+    gaps (P-LinkNet minus LinkNet34), their mean with the 95 % bootstrap interval, and the
+    paper's +0.22.
+    """
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(10, 3.6),
+                             gridspec_kw={"width_ratios": [1] * len(metrics) + [1.6]})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes, metrics):
+        for i, (name, m) in enumerate(summary["models"].items()):
+            values = m[f"{metric}_per_seed"]
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=model_colour(name, i), zorder=3, s=22)
+            ax.hlines(m[f"{metric}_mean"], i - 0.28, i + 0.28, color=model_colour(name, i), lw=2)
+        ax.set_xticks(range(len(summary["models"])), list(summary["models"]), fontsize=9)
+        ax.set_xlim(-0.6, len(summary["models"]) - 0.4)
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} per seed", fontsize=10)
+        ax.tick_params(labelsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("points", fontsize=10)
+    ax = axes[-1]
+    draw_gaps(axes[-1], summary, metrics, rng)
+    fig.tight_layout()
+    return fig
+
+
+def draw_gaps(ax, summary: Mapping, metrics=("iou", "miou", "f1"), rng=None) -> None:
+    """One row per metric: the per-seed gaps (points), their mean with the 95 % paired t-interval (black) and the
+    bootstrap over seeds and tiles (grey, thinner, a sensitivity check); 0 and the paper's +0.22 as lines."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for row, metric in enumerate(metrics):
+        gaps = summary[f"gap_{metric}_per_seed"]
+        low, high = summary[f"gap_{metric}_ci95"]
+        mean = summary[f"gap_{metric}_mean"]
+        ax.scatter(gaps, [row - 0.12 + rng.uniform(-0.05, 0.05) for _ in gaps], color=OKABE_ITO["sky blue"], s=18,
+                   zorder=3, label="one seed" if row == 0 else None)  # fmt: skip
+        ax.errorbar(mean, row + 0.1, xerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4, zorder=4,
+                    label="mean, 95 % t-interval" if row == 0 else None)  # fmt: skip
+        if f"gap_{metric}_ci95_bootstrap" in summary:
+            b_low, b_high = summary[f"gap_{metric}_ci95_bootstrap"]
+            ax.hlines(row + 0.25, b_low, b_high, color="grey", lw=2.5, label="bootstrap (check)" if row == 0 else None)
+    ax.axvline(0, color="grey", lw=1)
+    ax.axvline(summary.get("paper_gap", 0.22), color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label="paper: +0.22")
+    ax.set_yticks(range(len(metrics)), [METRIC_LABELS.get(m, m) for m in metrics], fontsize=9)
+    ax.set_ylim(-0.6, len(metrics) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)", fontsize=10)
+    ax.set_title("gap: seeds, mean, 95 % interval", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # off the data
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_verdict(summary: Mapping, label: str) -> plt.Figure:
+    """Page one at a glance: the gap per seed and its interval, read as building IoU and as mIoU, +0.22 marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    draw_gaps(ax, summary, ("iou", "miou"))
+    ax.set_title(f"P-LinkNet minus LinkNet34, {len(summary['seeds'])} seeds: {label}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lab(summary: Mapping) -> plt.Figure:
+    """The lab metrics of an archived ablation: recall by building size and false positives on look-alikes.
+
+    One point per seed, the mean as a bar, per network; ``summary["lab"]`` must exist (the
+    synthetic sample's labels).
+    """
+    lab = summary["lab"]
+    sizes = [f"recall_{size}" for size in lab["size_classes_m2"]]
+    kinds = ["fp_rate"] + [k for k in next(iter(lab["models"].values())) if k.startswith("fp_rate_")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [len(sizes), len(kinds)]})
+    rng = np.random.default_rng(0)
+    names = list(lab["models"])
+    width = 0.8 / len(names)
+    for ax, rates, label in ((axes[0], sizes, "recall (%)"), (axes[1], kinds, "false-positive rate (%)")):
+        for i, name in enumerate(names):
+            x = np.arange(len(rates)) + (i - (len(names) - 1) / 2) * width
+            means = [lab["models"][name][r]["mean"] for r in rates]
+            ax.bar(x, [m if m is not None else 0 for m in means], width, color=model_colour(name, i), alpha=0.35,
+                   label=name)  # fmt: skip
+            for xi, r in zip(x, rates):
+                points = [v for v in lab["models"][name][r]["per_seed"] if v is not None]
+                ax.scatter(xi + rng.uniform(-width / 5, width / 5, len(points)), points, s=14,
+                           color=model_colour(name, i), zorder=3)  # fmt: skip
+        ax.set_xticks(range(len(rates)), [r.replace("recall_", "").replace("fp_rate_", "").replace("fp_rate", "all")
+                                          for r in rates])  # fmt: skip
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    low, high = lab["size_classes_m2"]["medium"]
+    axes[0].set_title(f"buildings found, by size (medium: {low:g}-{high:g} m²)", fontsize=10)
+    axes[1].set_title("look-alike pixels predicted as building", fontsize=10)
+    axes[0].legend(fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lab_tile(image: np.ndarray, instances: np.ndarray, distractors: np.ndarray, pixel_area_m2: float = 0.09,
+                  title: str = "") -> plt.Figure:  # fmt: skip
+    """A synthetic tile and its lab labels: buildings coloured by size class, look-alikes by kind."""
+    from plinknet.study.lab import SIZE_CLASSES_M2
+    from plinknet.synthetic import LOOKALIKE_KINDS
+
+    grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
+    labels = np.repeat(0.2 + 0.5 * grey, 3, axis=-1)
+    areas = np.bincount(instances.ravel()) * pixel_area_m2  # m^2 per instance id
+    size_colours = dict(zip(SIZE_CLASSES_M2, (OKABE_ITO["sky blue"], OKABE_ITO["blue"], OKABE_ITO["reddish purple"])))
+    handles = []
+    for size, (low, high) in SIZE_CLASSES_M2.items():
+        ids = np.flatnonzero((areas >= low) & (areas < high))
+        labels[np.isin(instances, ids[ids > 0])] = _rgb(size_colours[size])
+        handles.append(Patch(color=size_colours[size], label=f"{size} building ({low:g}-{high:g} m²)"))
+    kind_colours = (OKABE_ITO["orange"], OKABE_ITO["yellow"], OKABE_ITO["bluish green"], OKABE_ITO["vermillion"])
+    for (code, kind), colour in zip(LOOKALIKE_KINDS.items(), kind_colours):
+        labels[distractors == code] = _rgb(colour)
+        handles.append(Patch(color=colour, label=f"look-alike: {kind}"))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.8))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    axes[1].imshow(labels)
+    axes[1].set_title("lab labels")
+    for ax in axes:
+        ax.axis("off")
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig

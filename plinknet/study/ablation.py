@@ -1,0 +1,359 @@
+"""The paper's question with its uncertainty: P-LinkNet against LinkNet34 over several seeds.
+
+    plinknet ablate --config book/params/ablation-synthetic-cpu.yaml --seeds 0 1 2 3 4 \
+        --out results/ablation-synthetic-cpu
+
+The paper reports one run of each network (IoU 84.48 against 84.26). For each seed this
+trains both networks with the same recipe, data order and augmentation, and the same starting
+weights in every layer they share (only the pyramid differs), scores both on the whole
+held-out tiles and keeps, in ``--out`` (small files, made to be committed):
+
+* ``runs/seed<k>-<model>.json``: one per finished run: its config, history, best epoch, the
+  scored split and tiles, threshold, window, data checksum, per-tile confusion counts, lab
+  counts and provenance. A record is reused only when all of these match what is asked; when
+  only the scoring differs the run is scored again from its checkpoint (never retrained), and a
+  record of another recipe stops the command before anything is written. Checkpoints live in
+  ``--runs-dir``, not here, and are never trained over (:func:`plinknet.train.train_or_reuse`);
+* ``results.csv``: one row per (seed, model, tile) with the counts and the metrics;
+* ``summary.json``: per-model mean and spread over seeds, the paired gaps with their
+  intervals, both readings of the paper's number with the power analysis, and the provenance.
+
+Several GPUs: ``--processes N`` shares the runs among N worker processes, one per GPU, and
+this process alone writes ``results.csv`` and ``summary.json``; on a cluster, ``--runs-only``
+jobs (one per run, each writing only its record) then one call without it give the same
+archive.
+
+Statistics (stated in ``summary.json`` too):
+
+* a network's score for one seed is computed from the confusion counts summed over the
+  held-out tiles (the Inria benchmark's convention);
+* the gap is P-LinkNet minus LinkNet34, seed by seed, averaged over seeds; its 95 % interval is
+  a paired t-interval over the per-seed gaps (the benchmark's tiles held fixed; calibrated at
+  any number of seeds, where a percentile bootstrap over 5 seeds covers about 84 %). A
+  bootstrap over seeds and tiles, tiles resampled within their city, is kept as a sensitivity
+  line;
+* the paper's +0.22 is read both as building IoU and as mIoU (chapter 6 finds mIoU likelier):
+  for each, the verdict, whether 0 and +0.22 lie inside the interval, the seed-to-seed σ of the
+  gap with its chi-square interval, the seeds needed to detect +0.22 with a paired two-sided
+  t-test at 5 % and 80 % power (statsmodels' ``TTestPower``) at σ and at the ends of its
+  interval, and the smallest gap the 5 seeds of ``make paper`` detect;
+* ``pairing``: σ of the paired gap against √2 × σ of one network, which is what independent
+  runs would give: whether sharing the seed buys anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from plinknet.files import write_json
+from plinknet.metrics import METRIC_NAMES, metrics_from_counts
+from plinknet.provenance import data_checksum, provenance
+from plinknet.study.paper import MODELS
+from plinknet.study.stats import BOOTSTRAP_DRAWS, summarize
+
+BOOK_ONLY_KEYS = ("synthetic", "run_dir", "examples", "example_size", "results_dir")  # notebook parameters
+
+
+def model_config(base, model: str, seed: int, runs_dir: Path):
+    """The training config of one run: ``base`` with the seed, the pyramid on or off and its folder."""
+    bins = (base.pyramid_bins or (1, 2, 3, 6)) if model == "P-LinkNet" else ()
+    return replace(base, seed=seed, pyramid_bins=bins, out_dir=str(runs_dir / f"seed{seed}" / MODELS[model]))
+
+
+def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", progress: bool = True,
+            data_sha256: str | None = None) -> dict:  # fmt: skip
+    """Train (or resume, or reuse) one network for one seed and score it on whole tiles; the run's record.
+
+    A finished run is only scored again (from its ``best.pt``), never retrained; a run folder holding another
+    recipe is refused (:class:`plinknet.train.RunFolderError`), never trained over.
+    """
+    from plinknet.checkpoint import load_checkpoint
+    from plinknet.device import resolve_device
+    from plinknet.infer.evaluate import evaluate_tiles
+    from plinknet.infer.predict import PredictConfig
+    from plinknet.study.lab import lab_counter
+    from plinknet.train.loop import train_or_reuse
+    from plinknet.train.run import read_history
+
+    config = model_config(base, model, seed, runs_dir)
+    train_or_reuse(config)
+    started = time.perf_counter()
+    network, state = load_checkpoint(Path(config.out_dir) / "best.pt", resolve_device(config.device))
+    # the window is the training crop (the context the pyramid learnt); the threshold is the recipe's
+    window = PredictConfig(window=config.crop_size, threshold=config.threshold)
+    scores = evaluate_tiles(network, config.data_dir, split, window, config.device, progress=progress,
+                            counter=lab_counter(config.data_dir), select_tiles=config.select_tiles)  # fmt: skip
+    history = read_history(config.out_dir)
+    return {
+        "seed": seed,
+        "model": model,
+        "config": config.to_dict(),
+        "best_epoch": state["epoch"] + 1,
+        "best_on": state.get("best_on"),
+        "history": history,
+        "split": split,
+        "tiles": list(scores.per_tile),
+        "threshold": window.threshold,
+        "window": window.window,
+        "overlap": window.overlap,
+        "data_sha256": data_sha256,
+        "per_tile": scores.per_tile,
+        "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
+        "lab": scores.counted,  # recall by size, false positives on look-alikes: synthetic samples only
+        "train_provenance": state.get("provenance"),
+        "launches": state.get("launches"),  # processes, batch per process, BatchNorm, precision of each stretch
+        "train_seconds": sum(row["seconds"] for row in history),  # as logged, epoch by epoch
+        "eval_seconds": time.perf_counter() - started,
+        "provenance": provenance(resolve_device(config.device)),
+    }
+
+
+def _cities(data_dir, names: list[str]) -> list[str]:
+    from plinknet.data.tiles import find_tiles
+
+    by_name = {t.name: t.city for t in find_tiles(data_dir, "all")}
+    return [by_name[n] for n in names]
+
+
+def scoring_changes(record: dict, expected: dict) -> list[str]:
+    """How an archived record's scoring differs from what is asked (split, tiles, threshold, window, data)."""
+    return [f"{key}: recorded {record.get(key)!r}, asked {value!r}" for key, value in expected.items()
+            if record.get(key) != value]  # fmt: skip
+
+
+class ArchiveError(RuntimeError):
+    """The archive folder holds records of another recipe: nothing was written."""
+
+
+def run_ablation(
+    base,
+    seeds: list[int],
+    out_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike | None = None,
+    split: str = "val",
+    progress: bool = True,
+    bootstrap_draws: int = BOOTSTRAP_DRAWS,
+    models: list[str] | None = None,
+    runs_only: bool = False,
+    processes: int = 1,
+) -> dict | None:
+    """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
+
+    A record in ``out_dir/runs`` is reused when its recipe, scored split and tiles, threshold, window and data
+    checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
+    retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`).
+
+    Several GPUs or machines: ``processes`` spreads the runs over that many worker processes (one per GPU, each
+    seeing only its own through ``CUDA_VISIBLE_DEVICES``), then this process alone writes the summary; on a cluster,
+    one job per run with ``runs_only`` (each writes only its own record) and a last job without it give the same
+    archive.
+
+    Args:
+        base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
+            are set per run (P-LinkNet keeps ``base.pyramid_bins``, or the paper's when empty).
+        seeds: one pair of runs per seed.
+        out_dir: the archive (small files).
+        runs_dir: checkpoints and run folders (default ``runs/ablation/<out_dir name>``).
+        split: the held-out tiles that are scored (``val``: tiles 1-5; ``select``: the recipe's select tiles;
+            ``train``: the training tiles, select tiles left out).
+        models: the networks to run (names of :data:`MODELS`; default both); the summary needs both.
+        runs_only: train and score the runs asked for and write their records only (a job of a job array).
+        processes: worker processes to share the runs among (see above); 1 runs them here.
+
+    Returns:
+        The summary (also written to ``summary.json``); None with ``runs_only``.
+    """
+    models = list(MODELS) if models is None else list(models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise ValueError(f"models must be among {', '.join(MODELS)}, got {models}")
+    if not runs_only and (len(seeds) < 2 or len(set(seeds)) != len(seeds)):
+        raise ValueError(f"need at least two distinct seeds for a spread, got {seeds}")
+    if not runs_only and set(models) != set(MODELS):
+        raise ValueError(f"the summary compares both networks; run {models} with --runs-only, or ask for both")
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    cuda = processes > 1 and _on_cuda(base)
+    if cuda and processes > _gpu_count():
+        raise ValueError(f"--processes {processes} but torch sees {_gpu_count()} GPU(s) here: one process per GPU")
+    if split == "select" and not base.select_tiles:
+        raise ValueError("--split select needs select_tiles in the recipe (the tiles best.pt is picked on)")
+    out = Path(out_dir)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
+    todo, scoring = _plan(base, seeds, models, out, runs_dir, split)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if not runs_only:
+        (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+    started = time.perf_counter()
+    if processes > 1 and todo:
+        _run_in_processes(base, todo, out, runs_dir, split, processes, cuda)
+    else:
+        for model, seed, why in todo:
+            print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
+            record = run_one(base, model, seed, runs_dir, split, progress, data_sha256=scoring["data_sha256"])
+            write_json(record, _record_path(out, seed, model))
+    if runs_only:
+        return None
+    records = [json.loads(_record_path(out, s, m).read_text()) for s in seeds for m in MODELS]
+    write_results_csv(records, out / "results.csv")
+    summary = summarize(records, bootstrap_draws=bootstrap_draws)
+    summary["wall_seconds_this_call"] = time.perf_counter() - started
+    summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+    summary["data_dir"] = base.data_dir
+    summary["data_sha256"] = scoring["data_sha256"]
+    summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
+    summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
+                                  for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
+    summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
+                                                         for r in records})  # fmt: skip
+    write_json(summary, out / "summary.json")
+    return summary
+
+
+def _record_path(out: Path, seed: int, model: str) -> Path:
+    return out / "runs" / f"seed{seed}-{MODELS[model]}.json"
+
+
+def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[list[tuple[str, int, str]], dict]:
+    """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
+
+    Raises:
+        ArchiveError: a record of another recipe (or of more epochs) is in the archive.
+    """
+    from plinknet.data.tiles import find_tiles
+    from plinknet.train.config import recipe_changes
+
+    tiles = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
+    scoring = {"split": split, "tiles": tiles, "threshold": base.threshold, "window": base.crop_size,
+               "data_sha256": data_checksum(base.data_dir)}  # fmt: skip
+    todo = []
+    for seed in seeds:
+        for model in models:
+            record_path = _record_path(out, seed, model)
+            if not record_path.is_file():
+                todo.append((model, seed, "training into"))
+                continue
+            record = json.loads(record_path.read_text())
+            changed = recipe_changes(record["config"], model_config(base, model, seed, runs_dir).to_dict())
+            recorded_epochs = record["config"].get("epochs")
+            if recorded_epochs > base.epochs:
+                changed.append(f"epochs: saved {recorded_epochs}, given {base.epochs}")
+            if changed:
+                raise ArchiveError(f"{record_path} records another recipe ({'; '.join(changed)}); choose another "
+                                   f"--out (plinknet never replaces an archived run)")  # fmt: skip
+            rescore = scoring_changes(record, scoring)
+            if recorded_epochs < base.epochs:  # a longer schedule: the run is resumed, then scored again
+                todo.append((model, seed, f"training on from epoch {recorded_epochs} to {base.epochs} in"))
+            elif rescore:
+                todo.append((model, seed, f"scoring again ({'; '.join(rescore)}) from"))
+            else:
+                print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+    return todo, scoring
+
+
+def _on_cuda(base) -> bool:
+    from plinknet.device import resolve_device
+
+    return resolve_device(base.device).type == "cuda"
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int, cuda: bool) -> None:
+    """Share the runs among ``processes`` workers, each a ``plinknet ablate --runs-only`` of one run at a time.
+
+    On CUDA worker k sees only GPU k (``CUDA_VISIBLE_DEVICES``); on the CPU the cores are divided among the
+    workers. Each worker's output goes to ``<runs_dir>/logs/``. Every run is tried; a failed one is named with
+    its log at the end (the others are kept, and a rerun resumes).
+
+    Raises:
+        RuntimeError: a run failed.
+    """
+    import queue
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    logs = runs_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    jobs: queue.Queue = queue.Queue()
+    for job in todo:
+        jobs.put(job)
+    failed: list[str] = []
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory() as folder:
+        config_file = Path(folder) / "recipe.yaml"  # the resolved recipe, so every worker runs exactly it
+        worker_config = {**base.to_dict(), "progress": False, "device": "cuda" if cuda else base.device}
+        config_file.write_text(yaml.safe_dump(worker_config, sort_keys=False))
+
+        def worker(slot: int) -> None:
+            env = dict(os.environ)
+            if cuda:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot)
+            else:
+                env["OMP_NUM_THREADS"] = str(max(1, cores // processes))
+            while True:
+                try:
+                    model, seed, why = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                log = logs / f"seed{seed}-{MODELS[model]}.log"
+                where = f"GPU {slot}" if cuda else f"process {slot}"
+                with lock:
+                    print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir} on "
+                          f"{where} (log: {log})", flush=True)  # fmt: skip
+                started = time.perf_counter()
+                command = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config_file), "--seeds",
+                           str(seed), "--models", MODELS[model], "--runs-only", "--out", str(out), "--runs-dir",
+                           str(runs_dir), "--split", split]  # fmt: skip
+                with log.open("a") as file:
+                    code = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT, env=env).returncode
+                minutes = (time.perf_counter() - started) / 60
+                with lock:
+                    if code == 0:
+                        print(f"{model}, seed {seed}: done in {minutes:.1f} min", flush=True)
+                    else:
+                        lines = log.read_text(errors="replace").strip().splitlines()
+                        failed.append(f"{model} seed {seed} ({lines[-1] if lines else f'exit {code}'}; log: {log})")
+                        print(f"{model}, seed {seed}: FAILED after {minutes:.1f} min; log: {log}", flush=True)
+
+        threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(min(processes, len(todo)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed, the others are kept (run again to resume): "
+                           f"{'; '.join(failed)}")  # fmt: skip
+
+
+def write_results_csv(records: list[dict], path: Path) -> None:
+    """One row per (seed, model, tile): counts, metrics and lab counts."""
+    lab_keys = sorted({k for r in records if r["lab"] for c in r["lab"].values() for k in c})
+    columns = ["seed", "model", "tile", "city", "tp", "fp", "fn", "tn", *METRIC_NAMES, *lab_keys]
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        for r in records:
+            for tile, counts in r["per_tile"].items():
+                metrics = metrics_from_counts(*counts)
+                row = {"seed": r["seed"], "model": r["model"], "tile": tile, "city": r["cities"][tile],
+                       **{k: metrics[k] for k in ("tp", "fp", "fn", "tn")},
+                       **{k: round(100 * metrics[k], 4) for k in METRIC_NAMES}}  # fmt: skip
+                if r["lab"]:
+                    row.update(r["lab"][tile])
+                writer.writerow(row)
+
