@@ -50,7 +50,7 @@ html: venv
 book: notebooks html
 
 lint: venv
-	$(VENV)/bin/ruff check plinknet tests book/plinknet_book
+	$(VENV)/bin/ruff check plinknet tests book/plinknet_book _ext
 
 bench: venv
 	$(VENV)/bin/plinknet bench model

@@ -334,3 +334,43 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (all of them are trainable here)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def pyramid_shapes(module: PyramidPooling, size: int = 16) -> dict:
+    """The shapes inside a :class:`PyramidPooling` on one (1, C, size, size) centre map, recorded by hooks.
+
+    Returns:
+        ``{"input": (1, C, s, s), "levels": [{"bin": b, "pooled": (1, C, b, b), "reduced": (1, C/N, b, b),
+        "upsampled": (1, C/N, s, s)}, ...], "concatenated": (1, C + N C/N, s, s), "output": (1, C, s, s)}``.
+    """
+    channels = module.levels[0][1].in_channels
+    shapes: dict = {"input": (1, channels, size, size), "levels": [{"bin": b} for b in module.bins]}
+
+    def record(target: dict, key: str, which: str = "output"):
+        def hook(_, inputs, output):
+            target[key] = tuple((inputs[0] if which == "input" else output).shape)
+
+        return hook
+
+    handles = []
+    for level, record_of in zip(module.levels, shapes["levels"]):
+        handles.append(level[0].register_forward_hook(record(record_of, "pooled")))
+        handles.append(level[1].register_forward_hook(record(record_of, "reduced")))
+    handles.append(module.fuse.register_forward_hook(record(shapes, "concatenated", "input")))
+    handles.append(module.fuse.register_forward_hook(record(shapes, "output")))
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(shapes["input"], device=next(module.parameters()).device))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    reduced = sum(level["reduced"][1] for level in shapes["levels"])
+    if shapes["concatenated"][1] != channels + reduced:
+        raise AssertionError(f"the fuse layer saw {shapes['concatenated']}, not the input and {reduced} pooled "
+                             "channels")  # fmt: skip
+    for level in shapes["levels"]:  # upsampled back to the centre map (F.interpolate: no module to hook)
+        level["upsampled"] = (1, level["reduced"][1], size, size)
+    return shapes
+

@@ -46,3 +46,20 @@ def test_bench_train_with_the_loader(capsys):
     (row,) = result["rows"]
     assert row["model_only_images_per_s"] > 0 and row["loader_images_per_s"] > 0 and row["loader_ratio"] > 0
     assert "through the loader" in capsys.readouterr().out
+
+
+def test_latency_is_the_median_of_alternating_pairs(monkeypatch, capsys):
+    from plinknet.bench import model as bench_model_module
+
+    calls, times = [], iter([2.0, 1.0, 2.0, 3.0, 6.0, 2.0])  # P, L | L, P | P, L: pair ratios 2, 1.5, 3
+
+    def fake_timed(fn, device, repeats):
+        calls.append(fn.__defaults__[0].config.pyramid_bins != ())  # True: P-LinkNet
+        return [next(times)]
+
+    monkeypatch.setattr(bench_model_module, "_timed", fake_timed)
+    result = bench_model_module.bench_model("cpu", size=64, batch=1, repeats=3)
+    assert calls == [True, False, False, True, True, False]  # who goes first alternates
+    assert result["latency_pair_ratios"] == [2.0, 1.5, 3.0]
+    assert result["ratios"]["latency"] == 2.0  # the ratio of the medians (3 / 2) would hide the pairing
+    assert "ranged 1.500 to 3.000" in capsys.readouterr().out

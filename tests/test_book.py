@@ -126,3 +126,93 @@ def test_ledger_and_register_are_tables():
     assert "precision or recall" in ledger  # chapter 6's arithmetic, not typed
     register = open_choices(_summary(-1.0, 2.0))
     assert "1.50 points from seed to seed" in register and "momentum" in register
+
+
+def test_every_tested_claim_links_to_its_reproduce_box():
+    import re
+
+    from plinknet_book.results import claims_ledger, reproduce_boxes
+
+    archive = {**_summary(-1.0, 2.0), "compute_seconds": 7200.0, "provenance": {"device": "cpu (2 threads)"}}
+    ledger, boxes = claims_ledger(archive, None), reproduce_boxes(archive, None)
+    links = re.findall(r"\{ref\}`reproduce <([a-z-]+)>`", ledger)
+    labels = re.findall(r"^\(([a-z-]+)\)=$", boxes, flags=re.M)
+    assert len(links) >= 4 and sorted(links) == sorted(labels)
+    assert boxes.count("**Command.**") == boxes.count("**Expected.**") == boxes.count("**Tolerance.**") == len(labels)
+    assert "`make ablation` (about 2.0 hours on cpu (2 threads)" in boxes
+    assert "15,000 training and 2,500 validation crops" in boxes  # 150 and 25 tiles of 100 crops
+    assert "{doc}`chapter 4 <04_ablation>`" in ledger and "| chapter" not in ledger
+
+
+def test_city_scores_sum_each_citys_tiles_per_seed(tmp_path):
+    from plinknet_book.results import city_scores
+
+    rows = ["seed,model,tile,city,tp,fp,fn,tn", "0,P-LinkNet,a1,a,1,1,0,5", "0,P-LinkNet,a2,a,1,0,1,5",
+            "1,P-LinkNet,a1,a,3,1,0,5", "0,P-LinkNet,b1,b,0,0,0,9"]
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    scores = city_scores(tmp_path / "results.csv")
+    assert scores == {"P-LinkNet": {"a": [50.0, 75.0], "b": [100.0]}}  # 2/(2+1+1); 3/4; no building: perfect
+
+
+def test_disagreement_says_who_is_right():
+    import numpy as np
+
+    from plinknet_book.plots import disagreement
+
+    truth = np.array([1, 1, 0, 0, 1])
+    first = np.array([1, 0, 1, 0, 1])
+    second = np.array([0, 1, 0, 0, 1])
+    parts = disagreement(first, second, truth)
+    assert parts["only P-LinkNet right"].tolist() == [True, False, False, False, False]
+    assert parts["only LinkNet34 right"].tolist() == [False, True, True, False, False]
+
+
+def test_chapter_5_summary_follows_the_numbers():
+    import numpy as np
+
+    from plinknet_book.results import results_summary
+
+    truth = np.zeros((40, 40), np.uint8)
+    truth[10:20, 10:20] = 1
+    shifted = np.roll(truth, 1, axis=1)  # wrong only along two edges
+    invented = truth.copy()
+    invented[30:38, 30:38] = 1  # a whole building where there is none
+    report = {"overall": {"iou": 0.3, "precision": 0.43, "recall": 0.47, "fp": 100, "tn": 900},
+              "lab": {"rates": {"fp_rate": 0.3}}}
+    text = results_summary(report, "t1", shifted, truth, truth, None)
+    assert "too weak to stand for the paper's network" in text and "errors gather at building edges" in text
+    assert "look-alikes fool it 3.0 times as often" in text  # 30 % against 100 / 1000
+    assert "disagree on 1.2 % of t1's pixels; P-LinkNet is the one that is right on 0 %" in text  # 20 of 1600 px
+    text = results_summary({**report, "overall": {**report["overall"], "iou": 0.8}}, "t1", invented, truth,
+                           truth, None)
+    assert "a reasonable stand-in" in text and "away from building edges" in text
+
+
+def _ext(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_script_once_per_page():
+    from sphinx.builders.html._assets import _JavaScript
+
+    body = 'const THEBE_JS_URL = "x"'
+    context = {"script_files": [_JavaScript(None, body=body), _JavaScript("a.js"), _JavaScript("", body=body),
+                                _JavaScript("a.js", **{"async": "async"}), _JavaScript("a.js")]}
+    _ext("dedupe_scripts")._dedupe(None, "page", "page.html", context, None)
+    assert [(s.filename or "", s.attributes) for s in context["script_files"]] == [
+        ("", {"body": body}), ("a.js", {}), ("a.js", {"async": "async"})]
+
+
+def test_reference_labels_are_the_citations():
+    from pybtex.database import parse_file
+
+    labels = _ext("author_year_labels").AuthorYearStyle().format_bibliography(
+        parse_file(Path(__file__).parents[1] / "references.bib"))
+    found = {entry.key: entry.label for entry in labels}
+    assert found["ding2020plinknet"] == "Ding et al., 2020"
+    assert found["okabe2008cud"] == "Okabe and Ito, 2008" and found["he2016resnet"] == "He et al., 2016"

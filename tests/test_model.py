@@ -165,3 +165,14 @@ def test_pyramid_warns_when_its_centre_map_is_smaller_than_a_bin():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pyramid(torch.randn(1, 8, 6, 6))  # 192 px inputs: every bin pools
+
+
+def test_pyramid_shapes_are_the_paper_figure_2():
+    from plinknet.model import pyramid_shapes
+
+    shapes = pyramid_shapes(PLinkNet().center, 16)
+    assert [level["pooled"] for level in shapes["levels"]] == [(1, 512, b, b) for b in (1, 2, 3, 6)]
+    assert [level["reduced"][1] for level in shapes["levels"]] == [128] * 4  # C/4 per level
+    assert shapes["concatenated"] == (1, 1024, 16, 16) and shapes["output"] == (1, 512, 16, 16)
+    two = pyramid_shapes(PLinkNet(pyramid_bins=(1, 2)).center, 8)
+    assert [level["reduced"] for level in two["levels"]] == [(1, 256, 1, 1), (1, 256, 2, 2)]

@@ -160,13 +160,28 @@ def _short(commit: str) -> str:
     return f"`{base[:12]}`" + (" plus uncommitted changes" if changed else "")
 
 
-def glue_figure(name: str, fig) -> None:
-    """Hand a figure to MyST-NB under ``name`` (for a numbered ``{glue:figure}`` with a caption), not shown here."""
+def glue_figure(name: str, fig, photo: bool | None = None) -> None:
+    """Hand a figure to MyST-NB under ``name`` (for a numbered ``{glue:figure}`` with a caption), not shown here.
+
+    The image is rendered at twice the figure's resolution and marked as such (sharp on high-DPI
+    screens and when a phone reader opens it at full size): PNG, or JPEG for ``photo`` figures
+    (aerial images; by default when the notebook asked for JPEG figures, as chapter 5 does).
+    """
+    import io
+
     import matplotlib.pyplot as plt
+    from IPython.display import Image
     from myst_nb import glue
 
-    glue(name, fig, display=False)
+    if photo is None:
+        from matplotlib_inline.backend_inline import InlineBackend
+
+        photo = "jpeg" in {f.lower() for f in InlineBackend.instance().figure_formats}
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg" if photo else "png", dpi=2 * fig.dpi, bbox_inches="tight",
+                **({"pil_kwargs": {"quality": 85}} if photo else {}))  # fmt: skip
     plt.close(fig)
+    glue(name, Image(data=buffer.getvalue(), format="jpeg" if photo else "png", retina=True), display=False)
 
 
 def glue_text(name: str, value) -> None:

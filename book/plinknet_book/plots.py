@@ -190,6 +190,72 @@ def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: s
     return fig
 
 
+DISAGREEMENT_COLOURS = {"only P-LinkNet right": OKABE_ITO["bluish green"],
+                        "only LinkNet34 right": OKABE_ITO["reddish purple"]}  # fmt: skip
+
+
+def disagreement(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Where two {0,1} masks differ, split by which of them agrees with the truth (boolean maps)."""
+    first, second, truth = first.astype(bool), second.astype(bool), truth.astype(bool)
+    differ = first != second
+    return {"only P-LinkNet right": differ & (first == truth), "only LinkNet34 right": differ & (second == truth)}
+
+
+def plot_disagreement(image: np.ndarray, first: np.ndarray, second: np.ndarray, truth: np.ndarray,
+                      title: str = "") -> plt.Figure:  # fmt: skip
+    """Where P-LinkNet (``first``) and LinkNet34 (``second``) disagree on a scene, coloured by who is right.
+
+    Pixels where both agree show the dimmed grey image; the legend counts the pixels of each kind.
+    """
+    grey = image.astype(np.float32).mean(-1, keepdims=True) / 255
+    out = np.repeat(0.15 + 0.35 * grey, 3, axis=-1)
+    parts = disagreement(first, second, truth)
+    for where, colour in zip(parts.values(), DISAGREEMENT_COLOURS.values()):
+        out[where] = _rgb(colour)
+    fig, ax = plt.subplots(figsize=(6.4, 6.9))
+    ax.imshow(out)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    handles = [Patch(color=c, label=f"{n}: {int(parts[n].sum()):,d} px") for n, c in DISAGREEMENT_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=1, frameon=False, fontsize=10)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def plot_city_seeds(per_city: Mapping[str, Mapping[str, Sequence[float]]], live: Mapping[str, Mapping] | None = None,
+                    metric: str = "iou") -> plt.Figure:  # fmt: skip
+    """Per-city scores over seeds: each seed a dot, the mean a bar, per network; the live demo as a cross.
+
+    Args:
+        per_city: ``{model: {city: [score per seed, in points]}}`` (:func:`plinknet_book.results.city_scores`).
+        live: the live demo's ``evaluation_report`` per model (drawn as crosses), or None.
+    """
+    models = list(per_city)
+    cities = list(next(iter(per_city.values())))
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.5 * len(cities) + 2, 3.8))
+    x = np.arange(len(cities))
+    for i, name in enumerate(models):
+        offset = x + (i - (len(models) - 1) / 2) * width
+        values = [per_city[name][c] for c in cities]
+        colour = model_colour(name, i)
+        ax.bar(offset, [np.mean(v) for v in values], width, color=colour, alpha=0.35,
+               label=f"{name}: mean over {len(values[0])} seeds")  # fmt: skip
+        for k, v in enumerate(values):
+            ax.plot(np.full(len(v), offset[k]), v, "o", color=colour, ms=4)
+        if live and name in live:
+            demo = [100 * live[name]["per_city"][c][metric] if c in live[name]["per_city"] else np.nan for c in cities]
+            ax.plot(offset, demo, "x", color="k", ms=7, mew=1.5, label=f"{name}: live demo" if i == 0 else None)
+    ax.set_xticks(x, cities)
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | None = None,
                threshold: float = 0.5, title: str = "") -> plt.Figure:  # fmt: skip
     """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction."""
@@ -274,7 +340,58 @@ def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: s
         y = 6 - level
         arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
         ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=9, color="grey")
+    flow = {"color": "k", "lw": 1.2}  # the data's path: down the encoder, through the centre, up the decoder
+    for level in range(5):
+        arrow((x_encoder(level), 6 - level - 0.33), (x_encoder(level + 1), 6 - level - 0.67), **flow)
+    if "centre" in shape_of:
+        arrow((x_encoder(5), 0.67), (x_encoder(5), 0.33), **flow)
+        arrow((x_decoder(4) - 0.5, 0.33), (x_decoder(4), 1.67), **flow)
+    else:  # LinkNet34: the encoder's last map goes straight to the decoder
+        arrow((x_encoder(5) + 1.0, 1.0), (x_decoder(4) - 0.5, 1.67), **flow)
+    for level in range(4, 0, -1):
+        arrow((x_decoder(level), 6 - level + 0.33), (x_decoder(level - 1), 6 - level + 0.67), **flow)
+    ax.text(x_decoder(0), 6.45, "one logit per pixel", ha="center", fontsize=8)
     ax.set_title(title)
+    return fig
+
+
+def pyramid_diagram(shapes: Mapping) -> plt.Figure:
+    """The paper's Figure 2 from ``plinknet.model.pyramid_shapes``: pool, 1x1 conv, upsample, concatenate, fuse."""
+    levels, n = shapes["levels"], len(shapes["levels"])
+    fig, ax = plt.subplots(figsize=(12, 1.4 + 1.0 * n))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(-0.5, n + 0.5)
+    ax.axis("off")
+
+    def box(x, y, label, shape, colour, w=1.7):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.31), w, 0.62, boxstyle="round,pad=0.03", fc=colour, ec="k",
+                                    lw=0.8))  # fmt: skip
+        ax.text(x, y, f"{label}\n{shape[1]} x {shape[2]} x {shape[3]}", ha="center", va="center", fontsize=8)
+
+    def arrow(start, end, **style):
+        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.9, **style})
+
+    middle = (n - 1) / 2
+    box(1.0, middle, "centre map in", shapes["input"], "#a6d5a0")
+    for row, level in enumerate(levels):
+        y = n - 1 - row
+        box(3.0, y, f"avg pool to {level['bin']} x {level['bin']}", level["pooled"], "#fde0c5")
+        box(5.0, y, "1x1 conv, ReLU", level["reduced"], "#f6c28b")
+        box(7.0, y, "bilinear up", level["upsampled"], "#f6c28b")
+        arrow((1.85, middle), (2.15, y))
+        arrow((3.85, y), (4.15, y))
+        arrow((5.85, y), (6.15, y))
+        arrow((7.85, y), (8.25, middle))
+    top = n - 0.35  # the input itself goes over the levels into the concatenation
+    ax.plot([1.0, 1.0, 9.0], [middle + 0.31, top, top], color="grey", ls="--", lw=0.9)
+    arrow((9.0, top), (9.0, middle + 0.34), color="grey", ls="--")
+    ax.text(5.0, top + 0.08, "the input itself", ha="center", fontsize=8, color="grey")
+    box(9.0, middle, "concatenate", shapes["concatenated"], "#eeeeee", w=1.5)
+    box(11.0, middle, "1x1 conv, BN, ReLU", shapes["output"], "#9cc3e6")
+    arrow((9.75, middle), (10.15, middle))
+    size = shapes["input"][2]
+    bins = ", ".join(str(level["bin"]) for level in levels)
+    ax.set_title(f"The pyramid pooling module on a {size} x {size} centre map (bins {bins})")
     return fig
 
 

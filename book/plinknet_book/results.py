@@ -18,6 +18,27 @@ def load_summary(folder: str | os.PathLike) -> dict | None:
 CHAPTER_6 = "{doc}`chapter 6 <06_protocol>`"  # where the book argues which reading of the paper's metric is likelier
 
 
+def city_scores(results_csv: str | os.PathLike, metric: str = "iou") -> dict[str, dict[str, list[float]]]:
+    """``{model: {city: [score per seed]}}`` in points, each seed scored from the summed counts of the city's tiles.
+
+    Args:
+        results_csv: an archive's ``results.csv`` (one row per seed, model and tile, with tp, fp, fn, tn).
+    """
+    import csv
+    from collections import defaultdict
+
+    import numpy as np
+
+    from plinknet.metrics import count_metrics
+
+    counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: np.zeros(4))))
+    with open(results_csv, newline="") as file:
+        for row in csv.DictReader(file):
+            counts[row["model"]][row["city"]][int(row["seed"])] += [int(row[k]) for k in ("tp", "fp", "fn", "tn")]
+    return {model: {city: [float(100 * count_metrics(c)[metric]) for _, c in sorted(seeds.items())]
+                    for city, seeds in sorted(cities.items())} for model, cities in counts.items()}  # fmt: skip
+
+
 def _gap_sentence(summary: dict) -> str:
     p, b = summary["models"]["P-LinkNet"], summary["models"]["LinkNet34"]
     return (f"P-LinkNet IoU {p['iou_mean']:.2f} ± {p['iou_std']:.2f}, LinkNet34 {b['iou_mean']:.2f} ± "
@@ -168,7 +189,7 @@ def ablation_table(summary: dict) -> str:
                 f"| | | *{paper['P-LinkNet']['second']}, {paper['LinkNet34']['second']}* |")  # fmt: skip
     rows.append("\nPoints; mean ± standard deviation over seeds, each seed scored from the counts of all its "
                 "tiles. The paper's two numbers are placed where their names put them (its 'IoU' may be "
-                "mIoU, its second number precision or recall: chapter 6).")  # fmt: skip
+                f"mIoU, its second number precision or recall: {CHAPTER_6}).")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -260,35 +281,59 @@ def _interval(summary: dict, key: str) -> str:
     return f"{summary[f'gap_{key}_mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
+CHAPTERS = {n: f"{{doc}}`chapter {n} <{stem}>`" for n, stem in
+            {1: "01_architecture", 2: "02_data", 4: "04_ablation", 5: "05_results", 6: "06_protocol"}.items()}
+
+
+def _box(label: str) -> str:
+    return f"{{ref}}`reproduce <{label}>`"
+
+
+def _claim_figures(archive: dict | None) -> dict:
+    """What the ledger and the reproduce boxes state, computed here (cost, crops, the metric's readings)."""
+    from plinknet import LinkNet34, PLinkNet
+    from plinknet.bench.model import gflops
+    from plinknet.data import grid_windows
+    from plinknet.model import count_parameters
+    from plinknet.study.protocol import reading_table
+
+    p_net, l_net = PLinkNet(), LinkNet34()
+    per_tile = len(grid_windows(5000, 5000, 512))
+    return {
+        "params": 100 * (count_parameters(p_net) / count_parameters(l_net) - 1),
+        "flops": 100 * (gflops(p_net, 512) / gflops(l_net, 512) - 1),
+        "train_crops": 150 * per_tile,  # tiles 7-36 of 5 cities (tile 6 held out to select the epoch)
+        "val_crops": 25 * per_tile,
+        "second": sorted({r["second"] for r in reading_table() if r["solutions"]}),
+        "lab_hours": archive["compute_seconds"] / 3600 if archive and "compute_seconds" in archive else None,
+        "lab_device": (archive or {}).get("provenance", {}).get("device", "a CPU"),
+    }
+
+
 def claims_ledger(archive: dict | None, paper_scale: dict | None) -> str:
     """Markdown: each claim of the paper, where it is stated, what the book measured, the evidence, a status.
+
+    The evidence column links to the chapter and to the claim's reproduce box (:func:`reproduce_boxes`).
 
     Args:
         archive: the synthetic-lab ablation summary (or None).
         paper_scale: the Inria ablation summary (None until ``make paper`` has run).
     """
-    from plinknet import LinkNet34, PLinkNet
-    from plinknet.bench.model import gflops
-    from plinknet.model import count_parameters
-    from plinknet.study.protocol import reading_table
     from plinknet.study.stats import verdict
 
-    p_net, l_net = PLinkNet(), LinkNet34()
-    params = 100 * (count_parameters(p_net) / count_parameters(l_net) - 1)
-    flops = 100 * (gflops(p_net, 512) / gflops(l_net, 512) - 1)
-    second = sorted({r["second"] for r in reading_table() if r["solutions"]})
+    f = _claim_figures(archive)
     rows = ["| claim | where | this book measured | evidence | status |", "|---|---|---|---|---|"]
     measured = f"Inria: gap {_interval(paper_scale, 'iou')} points" if paper_scale else "Inria: not run yet"
     if archive:
         measured += f"; synthetic lab, {len(archive['seeds'])} seeds: gap {_interval(archive, 'iou')} points"
     rows.append(f"| P-LinkNet beats LinkNet34 on Inria, IoU 84.48 vs 84.26 | abstract, 3.3, 4 | {measured} "
-                f"| chapter 4 | **{verdict(paper_scale)}** |")  # fmt: skip
-    measured = f"on whole counts the pair fits only {' or '.join(second)} as the second number"
+                f"| {CHAPTERS[4]}, {_box('reproduce-gap')} | **{verdict(paper_scale)}** |")  # fmt: skip
+    measured = f"on whole counts the pair fits only {' or '.join(f['second'])} as the second number"
     if archive:
         gap = archive["models"]["P-LinkNet"]["precision_mean"] - archive["models"]["LinkNet34"]["precision_mean"]
         measured += f"; synthetic lab precision gap {gap:+.2f} points"
-    rows.append(f"| its second metric, 'precision', 91.50 vs 91.04 | 3.3 | {measured} | chapter 6 | **metric "
-                f"narrowed down; not tested at paper scale** |")  # fmt: skip
+    rows.append(f"| its second metric, 'precision', 91.50 vs 91.04 | 3.3 | {measured} | {CHAPTERS[6]}, "
+                f"{_box('reproduce-second')} | **metric narrowed down; not tested at paper scale** |")  # fmt: skip
     if archive and "lab" in archive:
         lab = archive["lab"]
 
@@ -299,20 +344,73 @@ def claims_ledger(archive: dict | None, paper_scale: dict | None) -> str:
 
         rows.append(f"| the pyramid's context helps large buildings and look-alikes | 1, 2.1, 3.3, Fig. 5 | lab "
                     f"recall of large buildings {_interval(lab, 'recall_large')}, false positives on look-alikes "
-                    f"{_interval(lab, 'fp_rate')} points | chapter 4 | **large buildings {seen('recall_large')}; "
-                    f"look-alikes {seen('fp_rate')}**; Inria has no labels to test it |")  # fmt: skip
+                    f"{_interval(lab, 'fp_rate')} points | {CHAPTERS[4]}, {_box('reproduce-lab')} | **large "
+                    f"buildings {seen('recall_large')}; look-alikes {seen('fp_rate')}**; Inria has no labels to "
+                    f"test it |")  # fmt: skip
     rows += [
-        f"| the pyramid costs little (LinkNet 'runs fast') | 1, 2.1 | +{params:.1f} % parameters, +{flops:.2f} % "
-        f"FLOPs at 512x512; latency in chapter 1 and `results/benchmarks.md` | chapter 1 | **reproduced** |",
-        "| over 10000 training and more than 2000 test pictures | 3.1 | 15,000 training and 2,500 validation "
-        "crops of 512 px with the literature's split | chapter 2 | **consistent** |",
+        f"| the pyramid costs little (LinkNet 'runs fast') | 1, 2.1 | +{f['params']:.1f} % parameters, "
+        f"+{f['flops']:.2f} % FLOPs at 512x512 (exact; latency only illustrates them) | {CHAPTERS[1]}, "
+        f"{_box('reproduce-cost')} | **reproduced** |",
+        f"| over 10000 training and more than 2000 test pictures | 3.1 | {f['train_crops']:,d} training and "
+        f"{f['val_crops']:,d} validation crops of 512 px with the literature's split | {CHAPTERS[2]}, "
+        f"{_box('reproduce-crops')} | **consistent** |",
         "| an ImageNet-pretrained encoder speeds up convergence and improves results | 2.2 | not measured: "
         "the offline book trains from random weights | - | **not tested** |",
         "| about 30 epochs to converge | 3.2 | not measured at paper scale | - | **not tested at paper scale** |",
-        "| boundaries remain the main source of error | 4 | error maps on the synthetic sample | chapter 5 | "
-        "**not tested at paper scale** |",
+        f"| boundaries remain the main source of error | 4 | error maps of the short demo on the synthetic sample "
+        f"| {CHAPTERS[5]} | **not tested at paper scale** |",
     ]  # fmt: skip
     return "\n".join(rows)
+
+
+def reproduce_boxes(archive: dict | None, paper_scale: dict | None) -> str:
+    """Markdown: for each claim the book tests, the command that reproduces it, the expected value, the
+    tolerance and the time it takes, each in a box that the ledger's ``reproduce`` links point at."""
+    f = _claim_figures(archive)
+    lab = ""
+    if archive:
+        lab = (f"On the synthetic lab instead: `make ablation` (about {f['lab_hours']:.1f} hours on "
+               f"{f['lab_device']}; resumable), then `results/ablation-synthetic-cpu/summary.json`. Expected: "
+               f"a gap of {_interval(archive, 'iou')} points in building IoU. Tolerance: trained numbers differ "
+               f"from machine to machine and from one torch to the next, so a rerun's gap should fall inside the "
+               f"archived interval, not match it.")  # fmt: skip
+    boxes = [
+        ("reproduce-gap", "P-LinkNet beats LinkNet34 on Inria",
+         "`make paper` (the paper's recipe on the real Inria data in `data/inria`, five seeds, on GPUs), then "
+         "`results/paper-inria-gpu/summary.json`.",
+         "the paper's +0.22 points (84.48 - 84.26), most likely in mIoU.",
+         "reproduced if the 95 % paired interval over the seeds contains +0.22 and excludes 0; refuted if it "
+         "excludes +0.22.",
+         "not measured here: no GPU run yet." + (" " + lab if lab else "")),
+        ("reproduce-second", "what the second number is",
+         "`python -c \"from plinknet.study.protocol import reading_table; print(reading_table())\"` (or "
+         f"re-execute {CHAPTER_6}).",
+         f"only {' or '.join(f['second'])} reproduces 91.50 and 91.04 together with the first number.",
+         "exact: arithmetic on the paper's numbers and Inria's building fraction.", "seconds."),
+        ("reproduce-lab", "context helps large buildings and look-alikes",
+         "`make ablation`, then the `lab` entry of `results/ablation-synthetic-cpu/summary.json`.",
+         ("the archived gaps: recall of large buildings " + _interval(archive["lab"], "recall_large")
+          + ", false positives on look-alikes " + _interval(archive["lab"], "fp_rate") + " points."
+          if archive and "lab" in archive else ""),
+         "trained numbers differ from machine to machine: inside the archived intervals, not equal to them.",
+         f"about {f['lab_hours']:.1f} hours on {f['lab_device']}." if f["lab_hours"] else "hours on a CPU."),
+        ("reproduce-cost", "the pyramid costs little", "`plinknet bench model`.",
+         f"+{f['params']:.1f} % parameters and +{f['flops']:.2f} % FLOPs at 512x512.",
+         "exact: parameters are counted and FLOPs are counted by PyTorch's FlopCounterMode; the latency "
+         "ratio it also prints varies with the machine and its load.", "about a minute on a CPU."),
+        ("reproduce-crops", "over 10000 training and 2000 test pictures",
+         "`python -c \"from plinknet.data import grid_windows; print(len(grid_windows(5000, 5000, 512)))\"` "
+         "(crops per tile; 150 training and 25 validation tiles).",
+         f"{f['train_crops']:,d} training and {f['val_crops']:,d} validation crops.", "exact.", "seconds."),
+    ]  # fmt: skip
+    if not (archive and "lab" in archive):  # the ledger states no lab claim then
+        boxes = [box for box in boxes if box[0] != "reproduce-lab"]
+    out = []
+    for label, claim, command, expected, tolerance, time in boxes:
+        out += [f"({label})=", f":::{{admonition}} Reproduce: {claim}", ":class: tip dropdown",
+                f"**Command.** {command}", "", f"**Expected.** {expected}", "", f"**Tolerance.** {tolerance}", "",
+                f"**Time.** {time}", ":::", ""]  # fmt: skip
+    return "\n".join(out)
 
 
 def open_choices(archive: dict | None) -> str:
@@ -333,7 +431,7 @@ def open_choices(archive: dict | None) -> str:
         ("'transformation' augmentation", "scale 0.9-1.1, flips, quarter turns", "rotations, colour jitter",
          "not measured"),
         ("metric definitions", "whole-tile counts; IoU, mIoU, precision, recall, F1, accuracy",
-         "means over tiles or crops", "chapter 6: the same predictions under four conventions"),
+         "means over tiles or crops", f"{CHAPTER_6}: the same predictions under four conventions"),
         ("prediction of whole tiles", "windows of the training crop, 1/4 overlap, blended logits",
          "no overlap; larger windows (more context than in training)", "not measured"),
         ("random seed", "5 seeds, paired between the networks", "one run of each (the paper)", seed),
@@ -342,3 +440,60 @@ def open_choices(archive: dict | None) -> str:
     rows += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in register]
     return "\n".join(rows)
 
+
+
+def results_summary(report: dict, scene: str, prediction, truth, other_prediction, archive_cities: dict | None,
+                    band_px: int = 2) -> str:  # fmt: skip
+    """Chapter 5's summary, every sentence computed from the live demo's results on this page.
+
+    Args:
+        report: the live P-LinkNet's ``evaluate`` report (with its ``lab`` rates).
+        scene: the whole tile's name; ``prediction``, ``other_prediction`` (LinkNet34) and ``truth`` its {0,1} maps.
+        archive_cities: :func:`city_scores` of the archived ablation, or None.
+        band_px: the width of the band around building edges that counts as "at an edge".
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    o = report["overall"]
+    truth, prediction = truth.astype(bool), prediction.astype(bool)
+    strength = "too weak to stand for the paper's network" if o["iou"] < 0.6 else "a reasonable stand-in"
+    bullets = [f"The live P-LinkNet of this page is {strength}: building IoU {100 * o['iou']:.1f} %, precision "
+               f"{100 * o['precision']:.1f} %, recall {100 * o['recall']:.1f} % over the validation tiles. What "
+               f"follows describes it, not the paper's converged network."]  # fmt: skip
+    edges = truth ^ ndimage.binary_erosion(truth)
+    band = ndimage.binary_dilation(edges, iterations=band_px)
+    errors = prediction != truth
+    if errors.any():
+        at_edges, band_share = (errors & band).sum() / errors.sum(), band.mean()
+        verdict = ("errors gather at building edges" if at_edges > 2 * band_share
+                   else "most errors are away from building edges, whole buildings missed or invented")  # fmt: skip
+        bullets.append(f"On {scene}, {100 * at_edges:.0f} % of its wrong pixels lie within {band_px} px of a "
+                       f"building edge, a band that holds {100 * band_share:.0f} % of the tile: "
+                       f"{verdict}.")  # fmt: skip
+    lab = report.get("lab", {}).get("rates", {})
+    if "fp_rate" in lab and o["fp"] + o["tn"]:
+        background = o["fp"] / (o["fp"] + o["tn"])
+        ratio = lab["fp_rate"] / background if background else float("inf")
+        verdict = (f"look-alikes fool it {ratio:.1f} times as often as background in general" if ratio > 1.5
+                   else "look-alikes fool it no more than other background")  # fmt: skip
+        bullets.append(f"It calls {100 * lab['fp_rate']:.0f} % of look-alike pixels (parking lots, paved "
+                       f"courtyards, yards, pools) building, against {100 * background:.0f} % of all background "
+                       f"pixels: {verdict}.")  # fmt: skip
+    differ = prediction != other_prediction.astype(bool)
+    if differ.any():
+        right = (differ & (prediction == truth)).sum() / differ.sum()
+        bullets.append(f"The two live networks disagree on {100 * differ.mean():.1f} % of {scene}'s pixels; "
+                       f"P-LinkNet is the one that is right on {100 * right:.0f} % of them.")  # fmt: skip
+    if archive_cities:
+        mean = {model: {city: float(np.mean(v)) for city, v in cities.items()}
+                for model, cities in archive_cities.items()}  # fmt: skip
+        means = mean["P-LinkNet"]
+        best, worst = max(means, key=means.get), min(means, key=means.get)
+        seeds = len(next(iter(archive_cities["P-LinkNet"].values())))
+        gaps = [abs(means[c] - mean["LinkNet34"][c]) for c in means if c in mean.get("LinkNet34", {})]
+        compare = (f": the cities differ by {means[best] - means[worst]:.1f} points, the two networks by at most "
+                   f"{max(gaps):.1f} in any city" if gaps else "")  # fmt: skip
+        bullets.append(f"Over the archive's {seeds} seeds, P-LinkNet scores best on {best} ({means[best]:.1f} % "
+                       f"IoU) and worst on {worst} ({means[worst]:.1f} %){compare}.")  # fmt: skip
+    return "\n".join(f"- {b}" for b in bullets)
