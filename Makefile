@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal gpu-check gpu-check-dry ablation paper clean repo-url
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal stability gpu-check gpu-check-dry ablation paper clean repo-url
 
 venv: $(STAMP)
 
@@ -67,6 +67,11 @@ rehearsal: venv
 # on an 8-GPU node by calculation. Writes results/gpu-check-<device>/ (commit it). Without CUDA it
 # says so and fails; gpu-check-dry runs the same steps on the CPU at toy sizes (runs/gpu-check-dry/,
 # about a minute; `make test` runs it too, in tests/test_gpu_check.py).
+# How far the live demo's numbers move: chapter 3's demo trained twice with 2 threads and once with 1,
+# each scored on the whole validation tiles (about 15 minutes on 2 cores); writes results/demo-stability/.
+stability: venv data
+	$(PY) -m plinknet.bench.stability
+
 gpu-check: venv
 	$(PY) -m plinknet.bench.gpu_check
 

@@ -216,3 +216,33 @@ def test_reference_labels_are_the_citations():
     found = {entry.key: entry.label for entry in labels}
     assert found["ding2020plinknet"] == "Ding et al., 2020"
     assert found["okabe2008cud"] == "Okabe and Ito, 2008" and found["he2016resnet"] == "He et al., 2016"
+
+
+def test_stability_is_stated_from_the_measurement():
+    from plinknet_book.results import stability_markdown
+
+    run = {"overall": {"iou": 0.30, "precision": 0.4, "recall": 0.5}}
+    summary = {"provenance": {"device": "cpu (2 threads)", "commit": "0123456789abcdef", "torch": "2.14.1"},
+               "same_threads_bitwise_equal": True, "threads_bitwise_equal": False,
+               "largest_difference_points": {"iou": 1.5, "f1": 2.0, "precision": 3.25, "recall": 4.0},
+               "runs": {"threads2-a": run, "threads2-b": run, "threads1": {"overall": {"iou": 0.315}}}}
+    text = stability_markdown(summary)
+    assert "twice with 2 threads, which gave bitwise-equal weights" in text and "which gave other weights" in text
+    assert "IoU moved by 1.50, F1 by 2.00, precision by 3.25 and recall by 4.00 points" in text
+    assert "30.00, 30.00, 31.50" in text and "trades precision against recall" not in text
+    moved = {**summary, "largest_difference_points": {"iou": 0.9, "f1": 1.1, "precision": 9.3, "recall": 15.1}}
+    assert "trades precision against recall" in stability_markdown(moved)
+    assert "not** give bitwise" in stability_markdown({**summary, "same_threads_bitwise_equal": False})
+    assert "`make stability` measures it" in stability_markdown(None)
+
+
+def test_verdict_headline_gives_the_power_as_a_range(tmp_path):
+    from plinknet_book.results import verdict_headline
+
+    (tmp_path / "ablation-synthetic-cpu").mkdir()
+    lab = _summary(-1.0, 2.0)
+    (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(lab))
+    text = verdict_headline(tmp_path)
+    ranges = [n for m in ("iou", "miou") for n in lab["readings"][m]["runs_needed_ci95"]]
+    assert "not tested at paper scale" in text and "(not Inria)" in text
+    assert f"between {min(ranges):,} and {max(ranges):,} runs" in text and "[-1.00, +2.00]" in text

@@ -467,9 +467,12 @@ def draw_gaps(ax, summary: Mapping, metrics=("iou", "miou", "f1"), rng=None) -> 
 
 def plot_verdict(summary: Mapping, label: str) -> plt.Figure:
     """Page one at a glance: the gap per seed and its interval, read as building IoU and as mIoU, +0.22 marked."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))  # narrow: legible when a phone shrinks it to the screen
     draw_gaps(ax, summary, ("iou", "miou"))
-    ax.set_title(f"P-LinkNet minus LinkNet34, {len(summary['seeds'])} seeds: {label}", fontsize=10)
+    ax.set_title(f"P-LinkNet minus LinkNet34, {len(summary['seeds'])} seeds:\n{label}", fontsize=12)
+    ax.tick_params(labelsize=11)
+    ax.xaxis.label.set_size(11)
+    plt.setp(ax.get_legend().get_texts(), fontsize=10)
     fig.tight_layout()
     return fig
 

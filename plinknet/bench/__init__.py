@@ -7,7 +7,9 @@
 - :mod:`~plinknet.bench.backends`: ONNX Runtime against eager PyTorch for prediction;
 - :mod:`~plinknet.bench.gpu_check`: every GPU measurement in one short call (``make gpu-check``);
 - :mod:`~plinknet.bench.rehearsal`: paper-scale data through every phase on the CPU (``make rehearsal``);
-- :mod:`~plinknet.bench.memory`: peak memory of a process tree.
+- :mod:`~plinknet.bench.memory`: peak memory of a process tree;
+- :mod:`~plinknet.bench.stability`: how far the live demo's trained numbers move between runs and
+  thread counts (``make stability``).
 
 They measure, as ratios taken in one run; tests never assert timings. The figures measured so far
 are in ``results/benchmarks.md``.
