@@ -69,12 +69,16 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     old = None
     try:
         yield tmp
-        if path.exists():
-            if not replace:
-                raise FileExistsError(f"{path} appeared while it was being written (another writer finished first)")
+        if path.exists() and replace:
             old = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.rename(tmp, path)  # onto an existing non-empty folder this fails: nothing is merged or lost
+        except OSError as error:
+            if path.exists():
+                raise FileExistsError(f"{path} exists already (another writer may have finished first); "
+                                      f"nothing was replaced") from error  # fmt: skip
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

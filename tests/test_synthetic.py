@@ -357,3 +357,15 @@ def test_synth_refuses_a_folder_with_other_files(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "data"), "--tile-size", "64", "--train-tiles", "1"]) == 1
     assert "notes.txt" in capsys.readouterr().err and sorted(p.name for p in (tmp_path / "data").iterdir()) == [
         "notes.txt"]
+
+
+def test_ensure_sample_refuses_a_folder_that_is_not_a_sample(tmp_path):
+    from plinknet.synthetic import ensure_sample
+
+    other = tmp_path / "sample" / "AerialImageDataset"
+    other.mkdir(parents=True)
+    (other / "notes.txt").write_text("the user's")
+    with pytest.raises(FileExistsError, match="holds no train/images"):
+        ensure_sample(tmp_path / "sample", seed=3, config=SyntheticConfig(tile_size=64, train_tiles=1, val_tiles=1))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == ["AerialImageDataset"]  # no temporary left

@@ -25,6 +25,9 @@ def ensure_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None)
     root = Path(out_dir) / "AerialImageDataset"
     if (root / "train" / "images").is_dir():
         return root
+    if root.exists():
+        raise FileExistsError(f"{root} exists but holds no train/images: it is not a sample; move it away or "
+                              f"choose another folder")  # fmt: skip
     try:
         with atomic_folder(root) as partial:
             _draw_sample(partial, seed, config or SyntheticConfig(), progress=True)
