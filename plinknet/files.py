@@ -66,7 +66,7 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
             shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
-    old = None
+    old, landed = None, False
     try:
         yield tmp
         if path.exists() and replace:
@@ -74,6 +74,7 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
             os.replace(path, old)
         try:
             os.rename(tmp, path)  # onto an existing non-empty folder this fails: nothing is merged or lost
+            landed = True
         except OSError as error:
             if path.exists():
                 raise FileExistsError(f"{path} exists already (another writer may have finished first); "
@@ -82,7 +83,10 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if landed:
+                shutil.rmtree(old, ignore_errors=True)
+            elif not path.exists():  # the new folder did not land: the old one goes back
+                os.replace(old, path)
 
 
 def _running(pid: int) -> bool:

@@ -72,3 +72,20 @@ def test_file_keys(tmp_path):
     before = file_key(a)
     os.utime(a, ns=(0, 0))
     assert file_key(a) != before
+
+
+def test_a_replacement_that_does_not_land_gives_the_old_folder_back(tmp_path, monkeypatch):
+    import plinknet.files as files
+
+    target = tmp_path / "sample"
+    target.mkdir()
+    (target / "keep.txt").write_text("user's")
+
+    def failing_rename(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(files.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk gone"), atomic_folder(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample"]
