@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import inspect
 import io
-import json
 import os
 import re
 import sys
@@ -389,7 +388,9 @@ def run(args: argparse.Namespace) -> None:
                 raise ValueError(f"{flag} must be at least {low}, got {value}")
         result = bench.run(args.what, device=args.device, data_dir=args.data_dir, **options)
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2))
+            from plinknet.files import write_json
+
+            write_json(result, args.json)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

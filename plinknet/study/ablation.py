@@ -52,7 +52,7 @@ from pathlib import Path
 
 import yaml
 
-from plinknet.files import write_json
+from plinknet.files import atomic_path, write_json, write_text
 from plinknet.metrics import METRIC_NAMES, metrics_from_counts
 from plinknet.provenance import data_checksum, provenance
 from plinknet.study.paper import MODELS
@@ -190,7 +190,7 @@ def run_ablation(
     todo, scoring = _plan(base, seeds, models, out, runs_dir, split)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     if not runs_only:
-        (out / "config.yaml").write_text(yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+        write_text(out / "config.yaml", yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
     started = time.perf_counter()
     if processes > 1 and todo:
         _run_in_processes(base, todo, out, runs_dir, split, processes, cuda)
@@ -344,7 +344,7 @@ def write_results_csv(records: list[dict], path: Path) -> None:
     """One row per (seed, model, tile): counts, metrics and lab counts."""
     lab_keys = sorted({k for r in records if r["lab"] for c in r["lab"].values() for k in c})
     columns = ["seed", "model", "tile", "city", "tp", "fp", "fn", "tn", *METRIC_NAMES, *lab_keys]
-    with path.open("w", newline="") as file:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
         for r in records:

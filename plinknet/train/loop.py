@@ -40,7 +40,7 @@ from plinknet.data.dataset import InriaDataset, collate_crops
 from plinknet.data.tiles import InriaDataError
 from plinknet.data.transforms import prepare_batch
 from plinknet.device import autocast, grad_scaler, precision, prepare_model, resolve_device
-from plinknet.files import save_torch
+from plinknet.files import save_torch, write_text
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
 from plinknet.model import PLinkNet
@@ -340,8 +340,8 @@ def train(
     launches = [*launches, launch]
     record["launch"] = launch
     if is_main:
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)
-                                       + "".join(launch_comment(each) for each in launches))  # fmt: skip
+        write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
+                   + "".join(launch_comment(each) for each in launches))  # fmt: skip
         if world_size > 1 or device.type == "cuda":
             tqdm.write(launch_comment(launch).lstrip("# ").rstrip())
 
