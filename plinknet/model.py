@@ -11,6 +11,7 @@ Shapes below are for a 512x512 input and the default ResNet34 encoder.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -208,6 +209,19 @@ class PLinkNet(nn.Module):
 
 
 @torch.no_grad()
+def _forward_with_hooks(module: nn.Module, shape: tuple[int, ...], hooks: list[tuple[nn.Module, Callable]]) -> None:
+    """One eval-mode forward pass of zeros of ``shape`` with forward ``hooks`` (submodule, fn) attached, then none."""
+    handles = [sub.register_forward_hook(fn) for sub, fn in hooks]
+    was_training = module.training
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(shape, device=next(module.parameters()).device))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
 def stage_shapes(model: PLinkNet, size: int = 512) -> list[tuple[str, tuple[int, ...]]]:
     """(stage name, output shape) for every stage of the network on one (1, 3, size, size) input."""
     shapes: list[tuple[str, tuple[int, ...]]] = [("input", (1, 3, size, size))]
@@ -225,14 +239,33 @@ def stage_shapes(model: PLinkNet, size: int = 512) -> list[tuple[str, tuple[int,
     modules = [("encoder", model.encoder), ("centre", model.center)]
     modules += [(f"decoder{4 - i}", block) for i, block in enumerate(model.decoder.blocks)]
     modules += [("final", model.decoder.classifier)]
-    handles = [m.register_forward_hook(record(n)) for n, m in modules if not isinstance(m, nn.Identity)]
-    was_training = model.training
-    try:
-        model.eval()(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    hooks = [(m, record(n)) for n, m in modules if not isinstance(m, nn.Identity)]
+    _forward_with_hooks(model, (1, 3, size, size), hooks)
+    return shapes
+
+
+def pyramid_shapes(module: PyramidPooling, size: int = 16) -> dict:
+    """The shapes inside a :class:`PyramidPooling` on one (1, C, size, size) centre map, recorded by hooks.
+
+    Returns:
+        ``{"input": (1, C, s, s), "levels": [{"bin": b, "pooled": (1, C, b, b), "reduced": (1, C/N, b, b),
+        "upsampled": (1, C/N, s, s)}, ...], "concatenated": (1, C + N C/N, s, s), "output": (1, C, s, s)}``.
+    """
+    channels = module.levels[0][1].in_channels
+    shapes: dict = {"input": (1, channels, size, size), "levels": [{"bin": b} for b in module.bins]}
+
+    def record(target: dict, key: str, of_input: bool = False):
+        def hook(_, inputs, output):
+            target[key] = tuple((inputs[0] if of_input else output).shape)
+
+        return hook
+
+    hooks = [(module.fuse, record(shapes, "concatenated", of_input=True)), (module.fuse, record(shapes, "output"))]
+    for level, entry in zip(module.levels, shapes["levels"]):
+        hooks += [(level[0], record(entry, "pooled")), (level[1], record(entry, "reduced"))]
+    _forward_with_hooks(module, shapes["input"], hooks)
+    for entry in shapes["levels"]:  # upsampled back to the centre map (F.interpolate: no module to hook)
+        entry["upsampled"] = (1, entry["reduced"][1], size, size)
     return shapes
 
 
@@ -334,43 +367,4 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (all of them are trainable here)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def pyramid_shapes(module: PyramidPooling, size: int = 16) -> dict:
-    """The shapes inside a :class:`PyramidPooling` on one (1, C, size, size) centre map, recorded by hooks.
-
-    Returns:
-        ``{"input": (1, C, s, s), "levels": [{"bin": b, "pooled": (1, C, b, b), "reduced": (1, C/N, b, b),
-        "upsampled": (1, C/N, s, s)}, ...], "concatenated": (1, C + N C/N, s, s), "output": (1, C, s, s)}``.
-    """
-    channels = module.levels[0][1].in_channels
-    shapes: dict = {"input": (1, channels, size, size), "levels": [{"bin": b} for b in module.bins]}
-
-    def record(target: dict, key: str, which: str = "output"):
-        def hook(_, inputs, output):
-            target[key] = tuple((inputs[0] if which == "input" else output).shape)
-
-        return hook
-
-    handles = []
-    for level, record_of in zip(module.levels, shapes["levels"]):
-        handles.append(level[0].register_forward_hook(record(record_of, "pooled")))
-        handles.append(level[1].register_forward_hook(record(record_of, "reduced")))
-    handles.append(module.fuse.register_forward_hook(record(shapes, "concatenated", "input")))
-    handles.append(module.fuse.register_forward_hook(record(shapes, "output")))
-    was_training = module.training
-    try:
-        with torch.no_grad():
-            module.eval()(torch.zeros(shapes["input"], device=next(module.parameters()).device))
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
-    reduced = sum(level["reduced"][1] for level in shapes["levels"])
-    if shapes["concatenated"][1] != channels + reduced:
-        raise AssertionError(f"the fuse layer saw {shapes['concatenated']}, not the input and {reduced} pooled "
-                             "channels")  # fmt: skip
-    for level in shapes["levels"]:  # upsampled back to the centre map (F.interpolate: no module to hook)
-        level["upsampled"] = (1, level["reduced"][1], size, size)
-    return shapes
 
