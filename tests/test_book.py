@@ -230,6 +230,8 @@ def test_stability_is_stated_from_the_measurement():
     assert "twice with 2 threads, which gave bitwise-equal weights" in text and "which gave other weights" in text
     assert "IoU moved by 1.50, F1 by 2.00, precision by 3.25 and recall by 4.00 points" in text
     assert "30.00, 30.00, 31.50" in text and "trades precision against recall" not in text
+    dirty = {**summary, "provenance": {**summary["provenance"], "commit": "0123456789abcdef+changes"}}
+    assert "`0123456789ab` plus uncommitted changes" in stability_markdown(dirty)
     moved = {**summary, "largest_difference_points": {"iou": 0.9, "f1": 1.1, "precision": 9.3, "recall": 15.1}}
     assert "trades precision against recall" in stability_markdown(moved)
     assert "not** give bitwise" in stability_markdown({**summary, "same_threads_bitwise_equal": False})

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from plinknet_book.context import Context
+from plinknet_book.context import Context, _short
 
 
 def load_summary(folder: str | os.PathLike) -> dict | None:
@@ -522,7 +522,7 @@ def stability_markdown(summary: dict | None) -> str:
     trade = (": the network trades precision against recall from one run to the next while its IoU and F1 hold "
              "better" if max(d["precision"], d["recall"]) > 2 * max(d["iou"], d["f1"]) else "")  # fmt: skip
     return (f"**How far these numbers move.** The same demo trained three times in fresh processes on "
-            f"{p['device']} (commit `{p['commit'][:10]}`, torch {p['torch']}, `make stability`): twice with 2 "
+            f"{p['device']} (commit {_short(p['commit'])}, torch {p['torch']}, `make stability`): twice with 2 "
             f"threads, which {same}, and once with 1 thread, which gave {threads}. Validation IoU "
             f"{', '.join(f'{v:.2f}' for v in scores.values())} %; across the three runs IoU moved by "
             f"{d['iou']:.2f}, F1 by {d['f1']:.2f}, precision by {d['precision']:.2f} and recall by "
