@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal stability gpu-check gpu-check-dry ablation paper clean repo-url
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal stability gpu-check gpu-check-dry ablation paper clean repo-url ci
 
 venv: $(STAMP)
 
@@ -25,6 +25,16 @@ test: venv
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider book/
+
+# What CI runs: HEAD cloned into a new temporary folder, ../shared linked beside it, then
+# .ci/run (make test) there, before any make book refreshes the notebooks' outputs. Uncommitted
+# changes are not in it. About 17 minutes on 2 CPU cores; the folder (with its .venv) is kept.
+ci:
+	@test -z "$$(git status --porcelain --untracked-files=no)" || echo "note: uncommitted changes are not part of this check"
+	@dir=$$(mktemp -d) && echo "== fresh clone of $$(git rev-parse --short HEAD) in $$dir" && \
+	git clone -q . "$$dir/main" && \
+	if [ -d ../shared ]; then ln -s "$$(cd ../shared && pwd)" "$$dir/shared"; fi && \
+	cd "$$dir/main" && bash .ci/run && echo "== CI passed; remove $$dir when done"
 
 # Slow tests (longer training runs) too.
 test-all: venv
