@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal stability gpu-check gpu-check-dry ablation paper clean repo-url ci
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean repo-url ci
 
 venv: $(STAMP)
 
@@ -69,24 +69,25 @@ bench: venv
 # when missing, then check-data, torchrun training with 2 gloo processes, evaluate and predict
 # of whole 5000x5000 tiles, each phase timed with its peak memory. About 15 minutes on 2 cores.
 rehearsal: venv
-	$(PY) -m plinknet.bench.rehearsal
+	$(PY) -m plinknet.trials.scale_rehearsal --data-dir data/inria-scale --out runs/rehearsal --recipe book/params/paper.yaml
 
-# The device check (needs a CUDA GPU; sized for at most 8 minutes on one H100/H200, an estimate
-# until it has run on one; nothing to download): pytest -m gpu, training images/s at 512x512 in
-# memory and through the loader, s per 5000x5000 tile of predict, peak GPU memory, a 2-seed tiny ablation, and the hours of `make paper`
-# on an 8-GPU node by calculation. Writes results/gpu-check-<device>/ (commit it). Without CUDA it
-# says so and fails; gpu-check-dry runs the same steps on the CPU at toy sizes (runs/gpu-check-dry/,
-# about a minute; `make test` runs it too, in tests/test_gpu_check.py).
+# How many times `make paper` reads the data before its first training step, on the Inria-size set (18 GB; written
+# first by `make rehearsal` or `plinknet synth --inria-scale`): every byte read by the process tree, in a fresh cache.
+data-passes: venv
+	$(PY) -m plinknet.trials.data_passes --data-dir data/inria-scale --recipe book/params/paper.yaml --out runs/data-passes
+
 # How far the live demo's numbers move: chapter 3's demo trained twice with 2 threads and once with 1,
 # each scored on the whole validation tiles (about 15 minutes on 2 cores); writes results/demo-stability/.
 stability: venv data
-	$(PY) -m plinknet.bench.stability
+	$(PY) -m plinknet.trials.demo_stability --data-dir $(DATA) --out results/demo-stability --runs-dir runs/stability
 
+# The device check (needs a CUDA GPU; sized for at most 8 minutes on one H100/H200, an estimate until it has run on
+# one; nothing to download): pytest -m gpu, training images/s at 512x512 in memory and through the loader, 8 loaders
+# at once, s per 5000x5000 tile of predict, peak GPU memory, a 2-seed tiny ablation, and the hours of `make paper` on
+# an 8-GPU node by calculation, as a range. Writes results/gpu-check-<device>/ (commit it). Without CUDA it says so
+# and fails; `make test` runs the same steps at toy sizes on a simulated GPU (tests/test_device_check.py).
 gpu-check: venv
-	$(PY) -m plinknet.bench.gpu_check
-
-gpu-check-dry: venv
-	$(PY) -m plinknet.bench.gpu_check --dry
+	$(PY) -m plinknet.trials.device_check --tests tests --recipe book/params/paper.yaml
 
 # The archived CPU ablation: P-LinkNet vs LinkNet34, 5 seeds, on the synthetic lab sample
 # (about 2.5 hours on 2 CPU cores; resumable: run it again after an interruption). Writes the
@@ -97,13 +98,28 @@ ablation: venv data
 		--out results/ablation-synthetic-cpu
 
 # The same question at the paper's scale: its recipe on the real Inria data (data/inria, see
-# data/README.md), on GPUs: the ten runs shared among every GPU of the machine (GPUS=N for fewer),
-# one process per GPU, resumable; this process alone writes the archive. Several machines: see
-# the README's job-array recipe. results/paper-inria-gpu/ stays empty until someone runs this.
+# data/README.md), on GPUs: the ten runs shared among the GPUs this job was given (CUDA_VISIBLE_DEVICES or SLURM's;
+# GPUS=N for fewer), one process per GPU, resumable; this process alone checks and hashes the data (once) and writes
+# the archive. Several machines: see the README's job-array recipe. results/paper-inria-gpu/ stays empty until
+# someone runs this. The variables below are its settings; `make paper-rehearsal` runs this very recipe on the CPU.
 GPUS ?= auto
+PAPER_CONFIG ?= book/params/paper.yaml
+PAPER_DATA ?= data/inria
+PAPER_OUT ?= results/paper-inria-gpu
+PAPER_RUNS ?= runs/ablation/paper-inria-gpu
+PAPER_DEVICE ?= cuda
+PAPER_OPTIONS ?=
 paper: venv
-	$(VENV)/bin/plinknet ablate --config book/params/paper.yaml --data-dir data/inria --seeds $(SEEDS) \
-		--device cuda --processes $(GPUS) --out results/paper-inria-gpu
+	$(VENV)/bin/plinknet ablate --config $(PAPER_CONFIG) --data-dir $(PAPER_DATA) --seeds $(SEEDS) \
+		--device $(PAPER_DEVICE) --processes $(GPUS) --out $(PAPER_OUT) --runs-dir $(PAPER_RUNS) $(PAPER_OPTIONS)
+
+# `make paper` from data to verdict on 2 CPU cores, in about 6 minutes: a small synthetic sample, `make paper` with
+# CPU settings (2 processes, seeds 0 and 1, a short schedule) with one worker killed halfway, `make paper` again
+# (it resumes; the finished runs are left as they are), then page one and chapter 4 executed against that archive,
+# whose verdict calls it a rehearsal on synthetic data. Everything in runs/paper-rehearsal/ (REHEARSAL=... elsewhere).
+REHEARSAL ?= runs/paper-rehearsal
+paper-rehearsal: venv
+	$(PY) -m plinknet.trials.paper_rehearsal --folder $(REHEARSAL) --book book --make "$(MAKE)"
 
 # After changing repository.url in _config.yml: make the Colab install cells follow.
 repo-url: venv

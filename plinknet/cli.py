@@ -171,9 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", default="1", metavar="N",
                    help="share the runs among N worker processes, one per GPU ('auto': every GPU torch sees), then "
                         "write the summary once (default 1)")  # fmt: skip
+    p.add_argument("--data-sha256", metavar="HEX", type=_sha256,
+                   help="the data's SHA-256, already computed by the calling process with every tile checked "
+                        "(ablate --processes hands it to its workers): the data are then neither checked nor "
+                        "hashed again")  # fmt: skip
     _add_dataclass_options(p, TrainConfig, exclude=("out_dir", "seed"))
 
-    p = sub.add_parser("check-data", help="read every tile fully and list every problem (before a long training)")
+    p = sub.add_parser("check-data", help="read every tile fully and list every problem, and hash the data, in one "
+                       "pass (before a long training)")  # fmt: skip
     p.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     p.add_argument("data", type=Path, nargs="?", help="deprecated spelling of --data-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -351,13 +356,14 @@ def run(args: argparse.Namespace) -> None:
         config = TrainConfig.from_dict(given)
         processes = _processes(args.processes, config.device)
         models = [name for name, slug in MODELS.items() if slug in args.models]
-        summary = run_ablation(config, args.seeds, args.out, args.runs_dir, args.split, models=models,
-                               runs_only=args.runs_only, processes=processes)  # fmt: skip
+        summary = run_ablation(config, args.seeds, args.out, args.runs_dir, args.split, progress=config.progress,
+                               models=models, runs_only=args.runs_only, processes=processes,
+                               data_sha256=args.data_sha256)  # fmt: skip
         if summary is not None:
             print(format_summary(summary))
         print(f"archive: {args.out}" + (" (run records only)" if summary is None else ""))
     elif args.command == "check-data":
-        from plinknet.data.checks import check_tiles, count_tiles
+        from plinknet.data.checks import check_and_hash, count_tiles
 
         if args.data is not None:  # the old positional spelling
             if args.data_dir is not None:
@@ -366,11 +372,12 @@ def run(args: argparse.Namespace) -> None:
             args.data_dir = args.data
         if args.data_dir is None:
             raise ValueError("check-data needs --data-dir (the dataset folder)")
-        problems = check_tiles(args.data_dir, progress=not args.quiet)
+        problems, checksum = check_and_hash(args.data_dir, progress=not args.quiet)
         if problems:
             print("\n".join(problems))
             raise InriaDataError(f"{len(problems)} problem(s) in {args.data_dir}, listed above")
-        print(f"{args.data_dir}: {count_tiles(args.data_dir)} tile(s) checked, every one readable and sound")
+        print(f"{args.data_dir}: {count_tiles(args.data_dir)} tile(s) checked, every one readable and sound; "
+              f"SHA-256 {checksum} (both remembered: make paper and ablate read nothing more)")  # fmt: skip
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "predict":
@@ -424,34 +431,52 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _processes(value: str, device: str) -> int:
-    """``--processes``: a number of at least 1, or ``auto`` (every GPU torch sees; refused without one)."""
-    if value == "auto":
-        import torch
+    """``--processes``: a number of at least 1, or ``auto`` (every GPU this process was given; refused without one).
 
-        if not torch.cuda.is_available():
+    Counts GPUs only (:func:`plinknet.device.assigned_gpus`): no CUDA context in the process that hands them out.
+    """
+    if value == "auto":
+        from plinknet.device import assigned_gpus
+
+        gpus = assigned_gpus()
+        if not gpus:
             raise ValueError("--processes auto shares the runs among the GPUs, and torch sees no CUDA GPU here; the "
                              "paper's recipe needs GPUs (on the CPU give a number of processes)")  # fmt: skip
         if device not in ("auto", "cuda"):
             raise ValueError(f"--processes auto shares the runs among the GPUs, but --device is {device}; give "
                              f"--device cuda, or a number of processes")  # fmt: skip
-        return torch.cuda.device_count()
+        return len(gpus)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"--processes must be a number of at least 1 or auto, got {value!r}")
     return int(value)
 
 
+def _sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise argparse.ArgumentTypeError(f"not a SHA-256 (64 lowercase hex digits): {value!r}")
+    return value
+
+
 def _message(error: BaseException) -> str:
-    """The one line a user reads: the first line of the message (``train`` unwraps DataLoader workers' errors)."""
+    """What a user reads: the first line of the message (``train`` unwraps DataLoader workers' errors); a CUDA or
+    NCCL error whole (its later lines say which call failed and why), with the rank under torchrun."""
+    from plinknet.device import is_gpu_error
+
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    if is_gpu_error(error):
+        rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
+        return (f"rank {rank}: " if rank is not None else "") + f"{type(error).__name__}: {text}"
+    return text.splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except KeyboardInterrupt:
-        print("plinknet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"plinknet: interrupted{f' ({interrupt})' if str(interrupt) else ''}", file=sys.stderr)
         return 130
     except USER_ERRORS as err:
         if os.environ.get("PLINKNET_DEBUG"):

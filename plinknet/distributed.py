@@ -11,11 +11,14 @@ tensor to the device the backend wants and back, so callers never think about it
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from plinknet import device as devices
 
 
 def init(device: torch.device) -> tuple[int, int]:
@@ -27,8 +30,9 @@ def init(device: torch.device) -> tuple[int, int]:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            devices.join_nccl(device)
+        else:
+            dist.init_process_group("gloo")
     return rank_and_size()
 
 
@@ -44,7 +48,7 @@ def local_rank_and_size() -> tuple[int, int]:
 
 def _backend_device() -> torch.device:
     if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
+        return devices.current_gpu()
     return torch.device("cpu")
 
 
@@ -93,9 +97,23 @@ def barrier() -> None:
     """Wait for every process (no-op without a process group)."""
     if dist.is_initialized():
         if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
+            dist.barrier(device_ids=[devices.current_gpu().index])
         else:
             dist.barrier()
+
+
+@contextlib.contextmanager
+def rank_zero_first():
+    """Rank 0 runs the block first (a download into a shared cache, say), then the other ranks, reading what it left.
+
+    A no-op without a process group. Every rank must enter it.
+    """
+    rank, _ = rank_and_size()
+    if rank != 0:
+        barrier()
+    yield
+    if rank == 0:
+        barrier()
 
 
 def shutdown() -> None:

@@ -6,7 +6,6 @@ result plinknet keeps (ablation archives, benchmark figures, book pages) carries
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from plinknet.device import device_label, usable_cpus
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -38,14 +39,6 @@ def git_commit(repository: str | os.PathLike = REPOSITORY) -> str:
     return commit + ("+changes" if dirty else "")
 
 
-def device_label(device: str | torch.device = "cpu") -> str:
-    """``"NVIDIA H100 80GB HBM3"`` for a CUDA device, ``"cpu (2 threads)"`` otherwise."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 def versions() -> dict[str, str]:
     """Versions of plinknet and of the libraries that change its numbers."""
     import rasterio
@@ -61,27 +54,14 @@ def versions() -> dict[str, str]:
     return {name: str(version) for name, version in found.items()}  # plain str: torch's is a subclass
 
 
-def data_checksum(root: str | os.PathLike) -> str:
-    """SHA-256 over the relative path and bytes of every file under ``AerialImageDataset/train``.
-
-    Reads every byte (about a minute for Inria's 18 GB); two folders with the same checksum
-    hold the same tiles, masks and lab labels.
-    """
-    root = Path(root)
-    base = root / "AerialImageDataset" if (root / "AerialImageDataset").is_dir() else root
-    digest = hashlib.sha256()
-    for path in sorted(p for p in (base / "train").rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(base)).encode() + b"\0")
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def provenance(device: str | torch.device = "cpu", data_dir: str | os.PathLike | None = None) -> dict:
-    """Commit, versions, device, CPU count, date and (with ``data_dir``) the data checksum."""
+    """Commit, versions, device, CPU counts (the machine's, this process's), date and (with ``data_dir``) the data's
+    checksum (remembered: :func:`plinknet.data.checks.dataset_checksum`)."""
     record = {"commit": git_commit(), **versions(), "device": device_label(device), "cpu_cores": os.cpu_count(),
+              "cpu_cores_usable": usable_cpus(),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}  # fmt: skip
     if data_dir is not None:
-        record["data_sha256"] = data_checksum(data_dir)
+        from plinknet.data.checks import dataset_checksum
+
+        record["data_sha256"] = dataset_checksum(data_dir)
     return record

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import fingerprint
+from helpers import _descendants, fingerprint
 
 import plinknet.train.loop as train_module
 from plinknet.study import ablation, stats
@@ -179,6 +180,137 @@ def test_a_job_of_one_network_and_bad_sharing_options_are_answered(lab_sample, t
         assert main(["ablate", "--seeds", "0", "1", "--out", str(tmp_path / "b"), *bad]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "physical, visible, slurm, expected",
+    [(8, "4,6", None, {"4", "6"}),  # a job given GPUs 4 and 6: its workers must stay on them
+     (8, None, "4,6", {"4", "6"})],  # a 2-GPU SLURM allocation on a node whose 8 GPUs the job sees
+)  # fmt: skip
+def test_workers_run_on_the_gpus_this_process_was_given(lab_sample, tmp_path, monkeypatch, physical, visible, slurm,
+                                                        expected):  # fmt: skip
+    """ablate --processes 2 on a simulated machine: each worker sees one of the job's GPUs; the parent counts them,
+    checks and hashes the data once and opens no CUDA context."""
+    from simgpu import read_log, simulated_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_STEP_GPUS", raising=False)
+    if slurm:
+        monkeypatch.setenv("SLURM_JOB_GPUS", slurm)
+    log = tmp_path / "calls.jsonl"
+    with simulated_gpus(physical, "H100", log=log, visible=visible) as machine:
+        run_ablation(tiny(lab_sample, device="cuda"), [0], tmp_path / "out", tmp_path / "runs", runs_only=True,
+                     processes=2)  # fmt: skip
+    assert {p.name for p in (tmp_path / "out" / "runs").iterdir()} == {"seed0-plinknet.json", "seed0-linknet34.json"}
+    workers = read_log(log)
+    assert {line["visible"] for line in workers} == expected
+    assert {line["args"][0] for line in workers if line["call"] == "set_device"} == {"0"}  # each its only GPU
+    assert set(machine.context_calls()) == set()  # the parent: is_available and device_count only
+    assert {name for name, _ in machine.calls} <= {"is_available", "device_count"}
+    for worker_log in (tmp_path / "runs" / "logs").iterdir():
+        text = worker_log.read_text()
+        assert "checked and hashed" not in text and "checking tiles" not in text  # the parent's checksum handed over
+
+
+def test_processes_beyond_the_given_gpus_are_refused(lab_sample, tmp_path):
+    from simgpu import simulated_gpus
+
+    with simulated_gpus(8, "H100", visible="4,6"):
+        with pytest.raises(ValueError, match=r"was given 2 GPU\(s\) \(4, 6\)"):
+            run_ablation(tiny(lab_sample, device="cuda"), [0, 1], tmp_path / "out", processes=3)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_data_are_read_once_before_training(lab_sample, tmp_path, monkeypatch):
+    """The checks and the checksum share one read of each file; the runs read nothing more before training."""
+    import plinknet.data.checks as checks
+
+    monkeypatch.setenv("PLINKNET_CACHE", str(tmp_path / "cache"))  # nothing remembered yet
+    reads: list[str] = []
+    real_read_bytes, real_open = Path.read_bytes, open
+
+    def read_bytes(self):
+        if "AerialImageDataset" in str(self):
+            reads.append(str(self))
+        return real_read_bytes(self)
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if "AerialImageDataset" in str(file) and "r" in mode and "b" in mode:
+            reads.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(checks, "open", counting_open, raising=False)
+    trained = []
+    monkeypatch.setattr(ablation, "run_one", lambda base, *a, **k: trained.append(base.check_data) or pytest.skip())
+    files = [str(p) for p in sorted((lab_sample / "AerialImageDataset" / "train").rglob("*")) if p.is_file()]
+    with pytest.raises(pytest.skip.Exception):
+        run_ablation(tiny(lab_sample), [0, 1], tmp_path / "out", tmp_path / "runs")
+    assert sorted(reads) == sorted(files)  # every file once: tiles, masks and lab labels
+    assert trained == [False]  # the run is told the data were checked
+    reads.clear()
+    with pytest.raises(pytest.skip.Exception):
+        run_ablation(tiny(lab_sample), [0, 1], tmp_path / "out", tmp_path / "runs")
+    assert reads == []  # remembered: a rerun reads nothing
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_queue_and_its_workers_and_keeps_every_finished_run(lab_sample, tmp_path):
+    import signal
+    import time
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(tiny(lab_sample, epochs=3, samples_per_tile=4).to_dict()))
+    command = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config), "--seeds", "0", "1", "2",
+               "--processes", "2", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = tmp_path / "out" / "runs"
+    deadline = time.monotonic() + 300
+    while not (records.is_dir() and any(records.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _descendants(parent.pid)  # the workers and whatever they started
+    assert workers, "no worker running: the runs were too short for this test"
+    finished = sorted(p.name for p in records.iterdir())
+    parent.send_signal(signal.SIGINT)  # as `kill -INT`: the parent alone gets it, and must stop its workers
+    interrupted = time.monotonic()
+    _, stderr = parent.communicate(timeout=300)
+    kept = sorted(p.name for p in records.iterdir())
+    assert kept == finished  # the runs in progress were stopped, not run to their end, and no other run started
+    assert time.monotonic() - interrupted < 60
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)  # no worker left behind
+    assert parent.returncode == 130 and "interrupted (stopped:" in stderr and "finished and kept:" in stderr
+    assert kept and not (tmp_path / "out" / "summary.json").exists()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(f"done ({records / name})" in again.stdout for name in kept)  # finished runs are not run again
+    assert len(list(records.iterdir())) == 6
+
+
+@pytest.mark.slow
+def test_workers_do_not_outlive_a_killed_parent(lab_sample, tmp_path):
+    """SIGKILL gives the parent no chance to stop its workers: each must stop itself (Linux: PR_SET_PDEATHSIG)."""
+    import signal
+    import time
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(tiny(lab_sample, epochs=500, samples_per_tile=4).to_dict()))  # hours
+    command = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config), "--seeds", "0", "--runs-only",
+               "--processes", "2", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "runs").glob("seed0/*/history.csv"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _descendants(parent.pid)
+    assert len(workers) == 2, "both workers should be training"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert alive == []  # no worker trains on alone
 
 
 def _record(seed, model, counts):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from plinknet.bench.data import bench_data
+from plinknet.bench.loader_speed import bench_data
 from plinknet.bench.memory import TreeMemory
-from plinknet.bench.train import bench_train
+from plinknet.bench.training_speed import bench_train
 
 FIXTURE = Path(__file__).parent / "data" / "inria"
 LINUX = Path("/proc/self/smaps_rollup").exists()
@@ -49,7 +49,7 @@ def test_bench_train_with_the_loader(capsys):
 
 
 def test_latency_is_the_median_of_alternating_pairs(monkeypatch, capsys):
-    from plinknet.bench import model as bench_model_module
+    from plinknet.bench import network_speed as bench_model_module
 
     calls, times = [], iter([2.0, 1.0, 2.0, 3.0, 6.0, 2.0])  # P, L | L, P | P, L: pair ratios 2, 1.5, 3
 

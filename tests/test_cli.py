@@ -220,3 +220,29 @@ def test_the_data_folder_is_data_dir_everywhere_and_the_old_spellings_warn(tmp_p
     assert "4 tile(s) checked" in result.stdout and "deprecated" in result.stderr and "--data-dir" in result.stderr
     result = plinknet("check-data", "--quiet", check=False)
     assert result.returncode == 1 and "needs --data-dir" in result.stderr
+
+
+def test_gpu_errors_are_printed_whole_with_the_rank(monkeypatch, capsys):
+    """A CUDA out-of-memory or NCCL error says which call failed and why only in its later lines: all of them."""
+    import plinknet.cli as cli
+
+    nccl = ("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO for details)\n"
+            "Last error:\nCuda failure 'out of memory'")  # fmt: skip
+
+    def fail(args):
+        raise RuntimeError(nccl)
+
+    monkeypatch.setattr(cli, "run", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["check-data", "--data-dir", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("plinknet check-data: error: rank 1: RuntimeError: NCCL error in:")
+    assert "Cuda failure 'out of memory'" in err
+
+    def user_error(args):
+        raise RuntimeError("first line\nsecond line")
+
+    monkeypatch.setattr(cli, "run", user_error)
+    assert cli.main(["check-data", "--data-dir", "x"]) == 1
+    assert capsys.readouterr().err.strip() == "plinknet check-data: error: first line"  # a user's error: one line

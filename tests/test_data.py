@@ -416,6 +416,33 @@ def test_check_tiles_reports_every_problem_at_once_and_remembers_sound_tiles(cop
     assert "austin6.tif holds value(s) [77]" in text and "tyrol-w1.tif" in text and "vienna3.tif" in text
 
 
+def test_one_pass_checks_and_hashes_as_the_two_passes_do(copy, tmp_path, monkeypatch):
+    """check_and_hash finds what check_tiles finds and gives data_checksum's value, reading each file once; what it
+    remembers makes a second call read nothing."""
+    monkeypatch.setenv("PLINKNET_CACHE", str(tmp_path / "cache"))
+    files = sorted(str(p) for p in (copy / "train").rglob("*") if p.is_file())
+    reads = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(str(self)) or read_bytes(self))
+    assert checks.check_and_hash(copy, progress=False) == ([], checks.data_checksum(copy))
+    assert sorted(reads) == files
+    reads.clear()
+    assert checks.check_and_hash(copy, progress=False)[1] == checks.data_checksum(copy) and reads == []
+    assert checks.dataset_checksum(copy) == checks.data_checksum(copy) and reads == []  # the book's footer too
+
+    mask = read_mask(copy / "train/gt/austin6.tif") * 255
+    mask[40:42, 3] = 77  # deep in the tile, not in its header
+    _rewrite(copy / "train/gt/austin6.tif", mask)
+    truncated = copy / "train/images/tyrol-w1.tif"
+    truncated.write_bytes(truncated.read_bytes()[:-300])
+    reads.clear()
+    problems, checksum = checks.check_and_hash(copy, progress=False)
+    expected = data.check_tiles(copy, progress=False, memo_dir=tmp_path / "fresh")
+    assert sorted(problems) == sorted(expected) and len(problems) == 2, problems
+    assert checksum == checks.data_checksum(copy)  # the files changed: hashed again, not remembered
+    assert sorted(reads) == sorted({*files})  # again one read each: the changed files, and the rest for the hash
+
+
 @pytest.mark.parametrize("rows", [8, 4096])  # the two halves in different blocks of the check, or in one
 def test_a_mask_mixing_1_and_255_is_refused_whatever_the_blocks(copy, tmp_path, monkeypatch, rows):
     mask = read_mask(copy / "train/gt/austin6.tif")  # {0, 1}, 64 rows

@@ -404,6 +404,30 @@ def test_outputs_read_by_an_outside_reader(tmp_path, checkpoint, scene):
             assert -90 < lon < -85 and 29 < lat < 31
 
 
+@pytest.mark.parametrize("name, index", [("cuda", 0), ("cuda:1", 1)])
+def test_the_torch_backend_on_a_simulated_gpu(tmp_path, model, name, index):
+    """The device check's prediction step, on a simulated 2-GPU machine: the network built for ``torch.device(name)``
+    (``cuda``, which torch's set_device refuses, and ``cuda:1``), a file predicted through the pinned buffers."""
+    from simgpu import simulated_gpus
+
+    from plinknet.infer.backends import Network
+
+    src = write_scene(tmp_path / "scene.tif", blobs(200, 232, seed=3))
+    cpu = predict_file(None, src, tmp_path / "cpu.tif", config=PredictConfig(window=64, **EAGER), device="cpu",
+                       progress=False, probabilities=True, network=Network(model=model, backend="torch"))  # fmt: skip
+    with simulated_gpus(2, "H100") as machine:
+        network = Network(model=model, device=torch.device(name), backend="torch")
+        gpu = predict_file(None, src, tmp_path / "gpu.tif", config=PredictConfig(window=64, **EAGER), device=name,
+                           progress=False, probabilities=True, network=network)  # fmt: skip
+    model.cpu()
+    assert [args for call, args in machine.calls if call == "set_device"] == [(index,)]
+    recorded = {args for call, args in machine.calls if call == "Event.record"}
+    assert recorded == {(index,)}  # every copy's event on the stream of the GPU the windows went to
+    assert set(machine.placed) == {index} and machine.placed  # the windows and the network on that GPU alone
+    with rasterio.open(cpu) as a, rasterio.open(gpu) as b:
+        assert np.array_equal(a.read(1), b.read(1))  # the simulated GPU computes on the CPU: the same map
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_prediction_equals_cpu_prediction(model, scene):
@@ -432,7 +456,7 @@ def test_cuda_streamed_file_equals_cpu(tmp_path, checkpoint, scene):
 
 @pytest.mark.slow
 def test_bench_predict_reports_the_three_figures(tmp_path):
-    from plinknet.bench.predict import bench_prediction
+    from plinknet.bench.prediction_speed import bench_prediction
 
     result = bench_prediction("cpu", speed_size=160, tile_size=192, memory_sizes=(128, 256), repeats=1,
                            encoder_name="resnet18", crop_size=64, workdir=tmp_path)  # fmt: skip

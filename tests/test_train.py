@@ -433,23 +433,13 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused_befo
     assert train_module.batch_per_process(16, 8) == 2 and train_module.batch_per_process(16, 1) == 16
 
 
-def test_precision_follows_the_card(monkeypatch):
-    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    monkeypatch.setattr(device_module, "_bf16_supported", lambda index: True)  # A100, H100
-    assert [device_module.precision(d, amp) for d in (cuda, cpu) for amp in (True, False)] == [
-        "bf16", "fp32", "fp32", "fp32"]  # fmt: skip
-    monkeypatch.setattr(device_module, "_bf16_supported", lambda index: False)  # T4, V100: bf16 only emulated
-    assert device_module.precision(cuda) == "fp16" and device_module.precision(cuda, amp=False) == "fp32"
-
-
 def test_fp16_trains_with_a_loss_scaler_kept_across_a_resume(tmp_path, monkeypatch):
     """The fp16 path of GPUs without bf16, exercised on the CPU (which autocasts to fp16 and scales losses too)."""
     fp16 = lambda device, amp=True: "fp16" if amp else "fp32"  # noqa: E731
-    monkeypatch.setattr(device_module, "precision", fp16)  # autocast and the scaler
-    monkeypatch.setattr(train_module, "precision", fp16)  # the launch record
+    monkeypatch.setattr(device_module, "precision", fp16)  # autocast, the scaler and the launch record
     run = train(tiny(tmp_path, epochs=1))
     state = torch.load(run / "last.pt", weights_only=True)
-    assert state["launches"][0]["precision"] == "fp16"
+    assert state["launches"][0]["precision"] == "fp16 autocast with a loss scaler"
     steps = state["launches"][0]["steps_per_epoch"]
     assert state["scaler"]["scale"] > 1 and state["scaler"]["_growth_tracker"] == steps  # finite steps counted
     assert np.isfinite(read_history(run)[0]["train_loss"])
@@ -543,3 +533,32 @@ def test_two_gpus_with_nccl_sum_the_counts_and_synchronise_batchnorm(tmp_path):
     assert code == 0, stderr[-3000:]
     (launch,) = torch.load(Path(run.out_dir) / "last.pt", weights_only=True)["launches"]
     assert launch["world_size"] == 2 and launch["batch_per_process"] == 2 and launch["batchnorm"].startswith("Sync")
+
+
+def test_the_validation_loader_keeps_no_idle_workers(tmp_path, monkeypatch):
+    """On CUDA the training loader's workers persist between epochs; the validation loader's do not (they would sit
+    idle through every training epoch: 8 processes per run)."""
+    make_loader, persistent = train_module.make_loader, []
+
+    def recording(*args, **kwargs):
+        persistent.append(kwargs.get("persistent", True))
+        return make_loader(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_loader", recording)
+    train(tiny(tmp_path, epochs=1))
+    assert persistent == [True, False]  # the training loader, then the validation loader
+    cuda = torch.device("cuda:0")
+    assert make_loader(range(4), 2, None, 2, cuda).persistent_workers
+    assert not make_loader(range(4), 2, None, 2, cuda, persistent=False).persistent_workers
+
+
+def test_rank_zero_downloads_first_and_the_others_wait(monkeypatch):
+    from plinknet import distributed
+
+    for rank in (0, 1):
+        events = []
+        monkeypatch.setattr(distributed, "rank_and_size", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(distributed, "barrier", lambda events=events: events.append("barrier"))
+        with distributed.rank_zero_first():
+            events.append("download")
+        assert events == (["download", "barrier"] if rank == 0 else ["barrier", "download"])

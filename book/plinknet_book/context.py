@@ -9,14 +9,14 @@ reads right without an edit.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from plinknet.provenance import data_checksum, device_label, git_commit, versions
+from plinknet.data.checks import dataset_checksum
+from plinknet.device import device_label
+from plinknet.provenance import git_commit, versions
 
 
 @dataclass
@@ -109,26 +109,6 @@ def pair_configs(config) -> dict:
     }
 
 
-def cached_checksum(data_dir: str | os.PathLike) -> str:
-    """:func:`plinknet.provenance.data_checksum`, remembered per file sizes and times (Inria: once)."""
-    from plinknet.files import default_cache_root
-
-    root = Path(data_dir)
-    base = root / "AerialImageDataset" if (root / "AerialImageDataset").is_dir() else root
-    files = sorted(p for p in (base / "train").rglob("*") if p.is_file())
-    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
-    memo = default_cache_root() / "checksums" / (__import__("hashlib").sha1(key.encode()).hexdigest() + ".txt")
-    if memo.is_file():
-        return memo.read_text().strip()
-    value = data_checksum(root)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(value)
-    except OSError:
-        pass
-    return value
-
-
 def footer(context: Context | None) -> str:
     """The provenance footer of a page (Markdown): commit, versions, device, date, data and its checksum.
 
@@ -144,7 +124,7 @@ def footer(context: Context | None) -> str:
         gpu = f", CUDA {torch.version.cuda}" if context.on_gpu else ""
         ran = f"Executed on **{context.device_label}**{gpu}"
         data = (f"Data: {context.data_label} in `{context.data_dir}`, SHA-256 "
-                f"`{cached_checksum(context.data_dir)[:16]}`.")  # fmt: skip
+                f"`{dataset_checksum(context.data_dir)[:16]}`.")  # fmt: skip
     return (
         "```{admonition} How this page was made\n:class: dropdown note\n"
         f"{ran} on {datetime.now(timezone.utc):%Y-%m-%d}, from commit {_short(git_commit())} with plinknet "

@@ -16,6 +16,22 @@ def load_summary(folder: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def paper_archive(results_dir: str | os.PathLike, paper_dir: str | os.PathLike | None = None) -> Path:
+    """The paper-scale archive a page reads: ``paper_dir`` when given (a rehearsal's), else
+    ``results/paper-inria-gpu``."""
+    return Path(paper_dir) if paper_dir is not None else Path(results_dir) / "paper-inria-gpu"
+
+
+def is_rehearsal(summary: dict | None) -> bool:
+    """True for an archive computed on plinknet's synthetic data (``make paper-rehearsal``): never a result on Inria."""
+    return bool(summary) and summary.get("data_kind") == "synthetic"
+
+
+def archive_label(summary: dict) -> str:
+    """How a page names the data of a paper-scale archive: ``"Inria"``, or the rehearsal it is."""
+    return "a rehearsal on synthetic data, not Inria" if is_rehearsal(summary) else "Inria"
+
+
 CHAPTER_6 = "{doc}`chapter 6 <06_protocol>`"  # where the book argues which reading of the paper's metric is likelier
 
 
@@ -86,13 +102,16 @@ def lab_direction(summary: dict, metric: str = "iou") -> str:
     return "no difference detected"
 
 
-def verdict_markdown(results_dir: str | os.PathLike) -> str:
-    """The book's first page: the paper's claim, what was measured, and its status, from ``results/``."""
+def verdict_markdown(results_dir: str | os.PathLike, paper_dir: str | os.PathLike | None = None) -> str:
+    """The book's first page: the paper's claim, what was measured, and its status, from ``results/``.
+
+    ``paper_dir``: the paper-scale archive to read instead of ``results/paper-inria-gpu`` (a rehearsal's).
+    """
     from plinknet.study.paper import PAPER_GAP
     from plinknet.study.stats import verdict
 
     results_dir = Path(results_dir)
-    paper = load_summary(results_dir / "paper-inria-gpu")
+    paper = load_summary(paper_archive(results_dir, paper_dir))
     lab = load_summary(results_dir / "ablation-synthetic-cpu")
     lines = [
         f"**The paper's claim.** The pyramid pooling centre improves LinkNet34 on Inria: 84.48 against "
@@ -107,6 +126,15 @@ def verdict_markdown(results_dir: str | os.PathLike) -> str:
             "nobody has yet run `make paper` (the paper's recipe on the real Inria data, five seeds, on GPUs), the "
             "one test that can confirm or refute the claim. Until then the book can only say how large an ablation "
             "must be to tell.",
+        ]  # fmt: skip
+    elif is_rehearsal(paper):
+        runs = paper["runs_provenance"]
+        lines += [
+            f"**Status of the claim: {verdict(None)}.** The archive read here, computed on `{paper['data_dir']}`, is "
+            f"a rehearsal of `make paper` on synthetic data, not Inria ({', '.join(runs['device'])}, seeds "
+            f"{paper['seeds']}): "
+            f"it shows that the paper-scale path runs from data to verdict, and says nothing about the paper's "
+            f"claim. Its numbers, for the record: {_gap_sentence(paper)}.",
         ]  # fmt: skip
     else:
         runs = paper["runs_provenance"]
@@ -294,7 +322,7 @@ def _box(label: str) -> str:
 def _fixed_figures() -> dict:
     """What the claims state that no archive changes (cost, crops, the metric's readings), computed once per kernel."""
     from plinknet import LinkNet34, PLinkNet
-    from plinknet.bench.model import gflops
+    from plinknet.bench.network_speed import gflops
     from plinknet.data import grid_windows
     from plinknet.model import count_parameters
     from plinknet.study.protocol import reading_table
@@ -532,21 +560,31 @@ def stability_markdown(summary: dict | None) -> str:
             f"this machine's, and another machine's may lie further apart than the band measured here.")
 
 
-def verdict_headline(results_dir: str | os.PathLike) -> str:
-    """The verdict in two sentences, under the figure on page one: the status, the lab's gaps and the power range."""
+def verdict_headline(results_dir: str | os.PathLike, paper_dir: str | os.PathLike | None = None) -> str:
+    """The verdict in two sentences, under the figure on page one: the status, the lab's gaps and the power range.
+
+    ``paper_dir``: the paper-scale archive to read instead of ``results/paper-inria-gpu`` (a rehearsal's).
+    """
     from plinknet.study.stats import verdict
 
     results_dir = Path(results_dir)
-    paper = load_summary(results_dir / "paper-inria-gpu")
+    paper = load_summary(paper_archive(results_dir, paper_dir))
     lab = load_summary(results_dir / "ablation-synthetic-cpu")
     shown = paper or lab
     if paper is None:
         head = f"**The paper's claim is {verdict(None)}**: nobody has run `make paper` on Inria yet."
+    elif is_rehearsal(paper):
+        head = (f"**A rehearsal of `make paper` on synthetic data, not Inria**: the paper's claim is "
+                f"{verdict(None)} by it.")  # fmt: skip
     else:
         head = (f"**On Inria the paper's claim is {verdict(paper, 'iou')} read as building IoU and "
                 f"{verdict(paper, 'miou')} read as mIoU.**")  # fmt: skip
     if shown is None:
         return head
+    if is_rehearsal(paper):
+        return (f"{head} In this rehearsal on synthetic data (not Inria), {len(paper['seeds'])} seeds: a gap of "
+                f"{_interval(paper, 'iou')} points in building IoU and {_interval(paper, 'miou')} in mIoU, from a "
+                f"schedule of minutes that shows the path runs and says nothing about the paper.")  # fmt: skip
     where = "On Inria" if paper else "On the synthetic lab sample (not Inria)"
     readings = shown["readings"]
     needed = sorted({n for m in ("iou", "miou") for n in readings[m]["runs_needed_ci95"]})

@@ -1,17 +1,47 @@
-"""Every pixel of a dataset read once before training: problems listed, sound tiles remembered."""
+"""Every pixel of a dataset read once before training: problems listed, sound tiles remembered; the data's checksum.
+
+``make paper`` reads the data once before training (:func:`check_and_hash`): each file's bytes are
+read one time, hashed for the checksum every result records, and, for a tile not yet found sound,
+decoded from memory for the pixel checks. Both verdicts are remembered (per file path, size and
+modification time), so that later runs, the workers of ``ablate --processes`` and the book's
+pages read nothing.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import warnings
 from pathlib import Path
 
-from rasterio.errors import RasterioIOError
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from plinknet.data.tiles import InriaDataError, _check_mask, _dataset_dir, _open, header_problems, pair_tiles
 from plinknet.files import default_cache_root, file_key
 
 CHECK_ROWS = 1024  # rows read at a time when checking a whole tile: bounded memory
+
+
+def _pixel_problems(src, path: Path, is_mask: bool, mask_bands: int) -> list[str]:
+    """Every problem found by reading every pixel of an open raster, ``CHECK_ROWS`` rows at a time."""
+    conventions = set()  # the mask's values over the whole tile: {0, 1} or {0, 255}, never both
+    try:
+        for row in range(0, src.height, CHECK_ROWS):
+            window = Window(0, row, src.width, min(CHECK_ROWS, src.height - row))
+            pixels = src.read(window=window)
+            if is_mask and mask_bands == 1:
+                _check_mask(pixels[0], path)
+                conventions |= {v for v in (1, 255) if (pixels[0] == v).any()}
+    except RasterioIOError as error:
+        return [f"cannot read every pixel of {path} ({error}); the file is damaged: delete it and fetch it again"]
+    except InriaDataError as error:
+        return [str(error)]
+    if conventions == {1, 255}:
+        return [f"{path} holds both 1 and 255: a mask is 0/255 (Inria) or 0/1 throughout; fix or re-export this mask"]
+    return []
 
 
 def check_pair(image_path: str | os.PathLike, mask_path: str | os.PathLike) -> list[str]:
@@ -28,26 +58,25 @@ def check_pair(image_path: str | os.PathLike, mask_path: str | os.PathLike) -> l
     problems, headers = header_problems(image_path, mask_path)
     if headers is None:
         return problems  # a header that cannot be read: no pixel can be
-    mask_bands = headers[mask_path][0]
     for path, is_mask in ((image_path, False), (mask_path, True)):
-        conventions = set()  # the mask's values over the whole tile: {0, 1} or {0, 255}, never both
         try:
             with _open(path) as src:
-                for row in range(0, src.height, CHECK_ROWS):
-                    window = Window(0, row, src.width, min(CHECK_ROWS, src.height - row))
-                    pixels = src.read(window=window)
-                    if is_mask and mask_bands == 1:
-                        _check_mask(pixels[0], path)
-                        conventions |= {v for v in (1, 255) if (pixels[0] == v).any()}
-            if conventions == {1, 255}:
-                problems.append(f"{path} holds both 1 and 255: a mask is 0/255 (Inria) or 0/1 throughout; fix or "
-                                f"re-export this mask")  # fmt: skip
+                problems += _pixel_problems(src, path, is_mask, headers[mask_path][0])
         except RasterioIOError as error:
-            problems.append(f"cannot read every pixel of {path} ({error}); the file is damaged: "
-                            f"delete it and fetch it again")  # fmt: skip
-        except InriaDataError as error:
-            problems.append(str(error))
+            problems.append(f"cannot read every pixel of {path} ({error}); the file is damaged: delete it and "
+                            f"fetch it again")  # fmt: skip
     return problems
+
+
+def _memory_problems(data: bytes, path: Path, is_mask: bool, mask_bands: int) -> list[str]:
+    """:func:`_pixel_problems` of a file already read into memory (the one read of :func:`check_and_hash`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.MemoryFile(data) as memory, memory.open() as src:
+                return _pixel_problems(src, path, is_mask, mask_bands)
+    except RasterioIOError as error:
+        return [f"cannot read every pixel of {path} ({error}); the file is damaged: delete it and fetch it again"]
 
 
 def count_tiles(root: str | os.PathLike) -> int:
@@ -104,3 +133,119 @@ def check_tiles(
                 pass
     return problems
 
+
+
+# --------------------------------------------------------------------------- the data's checksum
+
+
+def data_files(root: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """The dataset folder (``AerialImageDataset`` or ``root``) and every file under its ``train/``, sorted."""
+    root = Path(root)
+    base = root / "AerialImageDataset" if (root / "AerialImageDataset").is_dir() else root
+    return base, sorted(p for p in (base / "train").rglob("*") if p.is_file())
+
+
+def data_checksum(root: str | os.PathLike) -> str:
+    """SHA-256 over the relative path and bytes of every file under ``AerialImageDataset/train``.
+
+    Reads every byte (about a minute for Inria's 18 GB); two folders with the same checksum
+    hold the same tiles, masks and lab labels. :func:`dataset_checksum` remembers it.
+    """
+    base, files = data_files(root)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksum_memo(files: list[Path]) -> Path:
+    """Where the checksum of exactly these files, as they are now (path, size, modification time), is kept."""
+    key = json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    return default_cache_root() / "checksums" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".txt")
+
+
+def _remember(memo: Path, value: str) -> None:
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(value)
+    except OSError:  # a read-only cache: computed again next time, no harm done
+        pass
+
+
+def _remembered(memo: Path) -> str | None:
+    try:
+        value = memo.read_text().strip()
+    except OSError:
+        return None
+    return value if len(value) == 64 else None  # a cut file is no checksum
+
+
+def dataset_checksum(root: str | os.PathLike) -> str:
+    """:func:`data_checksum`, remembered per file path, size and modification time (Inria: read once, ever)."""
+    _, files = data_files(root)
+    memo = _checksum_memo(files)
+    value = _remembered(memo)
+    if value is None:
+        value = data_checksum(root)
+        _remember(memo, value)
+    return value
+
+
+def check_and_hash(root: str | os.PathLike, *, progress: bool = True) -> tuple[list[str], str]:
+    """Every tile checked (as :func:`check_tiles`) and the data hashed (as :func:`data_checksum`) in one pass.
+
+    Each file is read once: its bytes go into the checksum and, for a tile not yet found sound, are decoded from
+    memory for the pixel checks. Tiles already found sound and a checksum already computed for these very files
+    are not read again, so a second call reads nothing.
+
+    Returns:
+        The problems (empty: every tile is sound) and the checksum.
+
+    Raises:
+        InriaDataError: no dataset folder at all.
+    """
+    from tqdm import tqdm
+
+    pairs, naming = pair_tiles(root)
+    if not pairs and not naming:
+        naming.append(f"no tile in {_dataset_dir(Path(root)) / 'train'}: images/ and gt/ hold no <city><n>.tif pair; "
+                      f"an empty dataset is not a sound one")  # fmt: skip
+    sound_memo = default_cache_root() / "checked-v2"
+    found: dict[tuple[Path, Path], list[str]] = {pair: [] for pair in pairs}
+    to_read: dict[Path, tuple[tuple[Path, Path], bool, int]] = {}  # a file whose pixels are checked from its bytes
+    for image_path, mask_path in pairs:
+        if (sound_memo / file_key(image_path, mask_path)).exists():
+            continue
+        problems, headers = header_problems(image_path, mask_path)
+        found[image_path, mask_path] = problems
+        if headers is not None:
+            bands = headers[mask_path][0]
+            to_read[image_path] = ((image_path, mask_path), False, bands)
+            to_read[mask_path] = ((image_path, mask_path), True, bands)
+    base, files = data_files(root)
+    memo = _checksum_memo(files)
+    known = _remembered(memo)
+    digest = hashlib.sha256()
+    reading = files if known is None else [p for p in files if p in to_read]
+    for path in tqdm(reading, desc="checking and hashing the data", unit="file", disable=not (progress and reading)):
+        data = path.read_bytes()
+        if known is None:
+            digest.update(str(path.relative_to(base)).encode() + b"\0")
+            digest.update(data)
+        if path in to_read:
+            pair, is_mask, bands = to_read[path]
+            found[pair] += _memory_problems(data, path, is_mask, bands)
+    checksum = known or digest.hexdigest()
+    if known is None:
+        _remember(memo, checksum)
+    for pair in {pair for pair, _, _ in to_read.values()}:
+        if not found[pair]:
+            try:
+                sound_memo.mkdir(parents=True, exist_ok=True)
+                (sound_memo / file_key(*pair)).touch()
+            except OSError:
+                pass
+    return naming + [problem for pair in pairs for problem in found[pair]], checksum

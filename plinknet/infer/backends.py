@@ -29,6 +29,15 @@ import numpy as np
 import torch
 
 from plinknet.data.transforms import IMAGENET_MEAN, normalize_batch
+from plinknet.device import (
+    AUTOCAST_DTYPES,
+    autotune_convolutions,
+    copy_event,
+    cpus_per_process,
+    indexed,
+    precision,
+    use_gpu,
+)
 from plinknet.files import (
     default_cache_root,  # the training's arithmetic
     file_key,
@@ -59,12 +68,6 @@ class WindowNetwork(torch.nn.Module):
         return self.model(x)[:, 0]  # (b, h, w)
 
 
-def cpu_threads() -> int:
-    """CPU threads for this process: the cores shared among the processes torchrun put on this machine."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, (os.cpu_count() or 1) // local)
-
-
 class TorchBackend:
     """Eager PyTorch: fp32 channels_last on the CPU; bf16 (fp16 without bf16) autocast + channels_last on CUDA.
 
@@ -75,21 +78,17 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
-        self.device = device
-        self.model = model.to(device, memory_format=torch.channels_last).eval()
-        self.cuda = device.type == "cuda"
+        self.device = indexed(device)  # cuda -> cuda:N: the GPU whose context, streams and events this uses
+        self.cuda = self.device.type == "cuda"
+        use_gpu(self.device)  # before anything reaches the GPU
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self._pinned: list[torch.Tensor] = []
-        self._copied: list[torch.cuda.Event | None] = [None, None]
+        self._copied: list = [None, None]  # per pinned buffer: the event of its last copy to the GPU
         self._turn = 0
-        self._dtype = torch.bfloat16
-        if self.cuda:
-            from plinknet.device import precision
-
-            torch.cuda.set_device(device)  # cuda:N: this process's context, streams and events on GPU N, not 0
-            self._dtype = torch.float16 if precision(device) == "fp16" else torch.bfloat16  # T4, V100: no bf16
-            torch.backends.cudnn.benchmark = True
-        elif "LOCAL_WORLD_SIZE" in os.environ:
-            torch.set_num_threads(cpu_threads())
+        self._dtype = AUTOCAST_DTYPES.get(precision(self.device), torch.bfloat16)  # T4, V100: fp16
+        autotune_convolutions(self.device)
+        if not self.cuda and "LOCAL_WORLD_SIZE" in os.environ:
+            torch.set_num_threads(cpus_per_process())
 
     def _upload(self, windows: np.ndarray) -> torch.Tensor:
         """(b, w, w, 3) uint8 on the GPU, through a pinned buffer that is not in flight."""
@@ -105,8 +104,7 @@ class TorchBackend:
         buffer = self._pinned[k][: len(windows)]
         buffer.copy_(torch.from_numpy(windows))
         on_gpu = buffer.to(self.device, non_blocking=True)
-        self._copied[k] = torch.cuda.Event()
-        self._copied[k].record(torch.cuda.current_stream(self.device))  # the stream the copy was queued on
+        self._copied[k] = copy_event(self.device)  # on the stream the copy was queued on, on the data's GPU
         return on_gpu
 
     @torch.no_grad()
@@ -128,7 +126,7 @@ class OnnxBackend:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = cpu_threads()
+        options.intra_op_num_threads = cpus_per_process()
         options.log_severity_level = 3  # errors only
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = path
@@ -175,7 +173,8 @@ def export_onnx(model: torch.nn.Module, window: int, path: Path) -> Path:
         quiet.setLevel(logging.CRITICAL)  # the exporter logs its attempts as errors
         try:
             program = torch.onnx.export(network, (example,), None, input_names=["windows"], output_names=["logits"],
-                                         dynamic_shapes={"windows": {0: batch}}, external_data=False)  # fmt: skip
+                                        dynamic_shapes={"windows": {0: batch}}, external_data=False,
+                                        dynamo=True)  # torch 2.5-2.8 default to the TorchScript exporter  # fmt: skip
         finally:
             quiet.setLevel(level)
         data = program.model_proto.SerializeToString()
@@ -225,7 +224,7 @@ class Network:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         if self.checkpoint is not None and not self.checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint {self.checkpoint} does not exist")
-        self.model, self.device = model, device or torch.device("cpu")
+        self.model, self.device = model, indexed(device or "cpu")
         self.onnx = _wants_onnx(backend, self.device)
         self.facts: dict | None = None if model is None else {"crop_size": None}
         self._key: str | None = None

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from plinknet import distributed
 from plinknet.checkpoint import load_checkpoint
 from plinknet.data.tiles import Tile, find_tiles, read_mask
-from plinknet.device import resolve_device
+from plinknet.device import device_label, resolve_device
 from plinknet.files import write_json
 from plinknet.infer.predict import PredictConfig, predict_scene
 from plinknet.infer.scenes import NoCRSWarning
@@ -174,7 +174,7 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         data_dir=str(data_dir),
         split=split if tiles is None else "tiles",
-        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        device=device_label(dev) if dev.type == "cuda" else "cpu",
         window=config.window,
         overlap=config.overlap,
         threshold=config.threshold,

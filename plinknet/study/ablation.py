@@ -43,9 +43,11 @@ Statistics (stated in ``summary.json`` too):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -54,7 +56,7 @@ import yaml
 
 from plinknet.files import atomic_path, write_json, write_text
 from plinknet.metrics import METRIC_NAMES, metrics_from_counts
-from plinknet.provenance import data_checksum, provenance
+from plinknet.provenance import provenance
 from plinknet.study.paper import MODELS
 from plinknet.study.stats import BOOTSTRAP_DRAWS, summarize
 
@@ -143,6 +145,7 @@ def run_ablation(
     models: list[str] | None = None,
     runs_only: bool = False,
     processes: int = 1,
+    data_sha256: str | None = None,
 ) -> dict | None:
     """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
 
@@ -150,10 +153,15 @@ def run_ablation(
     checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
     retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`).
 
-    Several GPUs or machines: ``processes`` spreads the runs over that many worker processes (one per GPU, each
-    seeing only its own through ``CUDA_VISIBLE_DEVICES``), then this process alone writes the summary; on a cluster,
-    one job per run with ``runs_only`` (each writes only its own record) and a last job without it give the same
-    archive.
+    Before anything is written the data are read once: every tile checked and the data hashed in one pass
+    (:func:`plinknet.data.checks.check_and_hash`, remembered), and the encoder's ImageNet weights fetched once; the
+    runs then neither check nor hash the data again.
+
+    Several GPUs or machines: ``processes`` spreads the runs over that many worker processes, one per GPU this
+    process was given (:func:`plinknet.device.assigned_gpus`: each worker's ``CUDA_VISIBLE_DEVICES`` names one of
+    them), handing them the checksum; this process opens no CUDA context and alone writes the summary. On a
+    cluster, one job per run with ``runs_only`` (each writes only its own record) and a last job without it give
+    the same archive. Ctrl-C (or SIGTERM) stops the queue and its workers; every finished run is kept.
 
     Args:
         base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
@@ -166,6 +174,7 @@ def run_ablation(
         models: the networks to run (names of :data:`MODELS`; default both); the summary needs both.
         runs_only: train and score the runs asked for and write their records only (a job of a job array).
         processes: worker processes to share the runs among (see above); 1 runs them here.
+        data_sha256: the data's checksum, when the calling process has checked and hashed them (a worker's).
 
     Returns:
         The summary (also written to ``summary.json``); None with ``runs_only``.
@@ -180,24 +189,27 @@ def run_ablation(
         raise ValueError(f"the summary compares both networks; run {models} with --runs-only, or ask for both")
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
-    cuda = processes > 1 and _on_cuda(base)
-    if cuda and processes > _gpu_count():
-        raise ValueError(f"--processes {processes} but torch sees {_gpu_count()} GPU(s) here: one process per GPU")
+    gpus = _worker_gpus(base, processes)
     if split == "select" and not base.select_tiles:
         raise ValueError("--split select needs select_tiles in the recipe (the tiles best.pt is picked on)")
     out = Path(out_dir)
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
-    todo, scoring = _plan(base, seeds, models, out, runs_dir, split)
+    if data_sha256 is None:
+        data_sha256 = _check_and_hash(base.data_dir, progress)
+    todo, scoring = _plan(base, seeds, models, out, runs_dir, split, data_sha256)
+    if todo:
+        fetch_encoder_weights(base)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     if not runs_only:
         write_text(out / "config.yaml", yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
     started = time.perf_counter()
+    checked = replace(base, check_data=False)  # read once above: the runs neither check nor hash the data again
     if processes > 1 and todo:
-        _run_in_processes(base, todo, out, runs_dir, split, processes, cuda)
+        _run_in_processes(checked, todo, out, runs_dir, split, processes, gpus, data_sha256)
     else:
         for model, seed, why in todo:
             print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
-            record = run_one(base, model, seed, runs_dir, split, progress, data_sha256=scoring["data_sha256"])
+            record = run_one(checked, model, seed, runs_dir, split, progress, data_sha256=data_sha256)
             write_json(record, _record_path(out, seed, model))
     if runs_only:
         return None
@@ -208,6 +220,7 @@ def run_ablation(
     summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
     summary["data_dir"] = base.data_dir
     summary["data_sha256"] = scoring["data_sha256"]
+    summary["data_kind"] = data_kind(base.data_dir)
     summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
     summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
                                   for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
@@ -221,7 +234,8 @@ def _record_path(out: Path, seed: int, model: str) -> Path:
     return out / "runs" / f"seed{seed}-{MODELS[model]}.json"
 
 
-def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[list[tuple[str, int, str]], dict]:
+def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str,
+          data_sha256: str) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
     """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
 
     Raises:
@@ -232,7 +246,7 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[l
 
     tiles = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
     scoring = {"split": split, "tiles": tiles, "threshold": base.threshold, "window": base.crop_size,
-               "data_sha256": data_checksum(base.data_dir)}  # fmt: skip
+               "data_sha256": data_sha256}  # fmt: skip
     todo = []
     for seed in seeds:
         for model in models:
@@ -258,27 +272,80 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str) -> tuple[l
     return todo, scoring
 
 
-def _on_cuda(base) -> bool:
-    from plinknet.device import resolve_device
+def data_kind(data_dir) -> str:
+    """``"synthetic"`` when ``data_dir`` holds a plinknet sample (its manifest says so), else ``"Inria layout"``: what a
+    summary says it was computed on, so that no page calls a rehearsal on drawn cities a result on Inria."""
+    from plinknet.synthetic import MANIFEST
 
-    return resolve_device(base.device).type == "cuda"
+    root = Path(data_dir)
+    for base in (root / "AerialImageDataset", root):
+        manifest = base / MANIFEST
+        if manifest.is_file():
+            try:
+                return str(json.loads(manifest.read_text()).get("kind") or "synthetic")
+            except (OSError, ValueError):
+                return "synthetic"
+    return "Inria layout"
 
 
-def _gpu_count() -> int:
-    import torch
+def _check_and_hash(data_dir, progress: bool) -> str:
+    """Every tile checked and the data hashed in one pass (nothing read when both are remembered); the checksum.
 
-    return torch.cuda.device_count()
+    Raises:
+        InriaDataError: bad tiles, all counted and the first ten named, before anything is written.
+    """
+    from plinknet.data.checks import check_and_hash
+    from plinknet.data.tiles import InriaDataError
+
+    problems, checksum = check_and_hash(data_dir, progress=progress)
+    if problems:
+        listing = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise InriaDataError(f"{len(problems)} problem(s) in {data_dir} (run `plinknet check-data --data-dir "
+                             f"{data_dir}` for the list): {listing}")  # fmt: skip
+    print(f"data: {data_dir} checked and hashed (SHA-256 {checksum[:16]})", flush=True)
+    return checksum
 
 
-def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int, cuda: bool) -> None:
+def fetch_encoder_weights(base) -> None:
+    """Download the encoder's ImageNet weights once, here, before any worker starts (they then read the cache)."""
+    if base.encoder_weights == "imagenet":
+        from plinknet.model import build_encoder
+
+        build_encoder(base.encoder_name, "imagenet")
+
+
+def _worker_gpus(base, processes: int) -> list[str]:
+    """The GPU each worker gets (:func:`plinknet.device.assigned_gpus`), or [] on the CPU; counts GPUs only.
+
+    Raises:
+        ValueError: more processes than GPUs this process was given.
+    """
+    from plinknet.device import assigned_gpus, resolve_device
+
+    if processes == 1 or resolve_device(base.device).type != "cuda":
+        return []
+    gpus = assigned_gpus()
+    if processes > len(gpus):
+        raise ValueError(f"--processes {processes} but this process was given {len(gpus)} GPU(s) "
+                         f"({', '.join(gpus) or 'none'}): one process per GPU")  # fmt: skip
+    return gpus[:processes]
+
+
+def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int, gpus: list[str],
+                      data_sha256: str) -> None:  # fmt: skip
     """Share the runs among ``processes`` workers, each a ``plinknet ablate --runs-only`` of one run at a time.
 
-    On CUDA worker k sees only GPU k (``CUDA_VISIBLE_DEVICES``); on the CPU the cores are divided among the
-    workers. Each worker's output goes to ``<runs_dir>/logs/``. Every run is tried; a failed one is named with
-    its log at the end (the others are kept, and a rerun resumes).
+    On CUDA worker k sees only ``gpus[k]`` (its ``CUDA_VISIBLE_DEVICES``); every worker runs on its share of this
+    process's CPU cores (:func:`plinknet.device.core_shares`), from which its DataLoader workers and threads are
+    sized. Each worker gets the data's checksum and checks nothing again. Each worker's output goes to
+    ``<runs_dir>/logs/``. Every run is tried; a failed one is named with its log at the end (the others are kept,
+    and a rerun resumes). Ctrl-C or SIGTERM stops the queue and every worker (SIGINT, then SIGKILL after 30 s),
+    keeps every finished run and re-raises KeyboardInterrupt; on Linux a worker whose parent dies gets SIGTERM
+    (``PR_SET_PDEATHSIG``), so that no worker trains on alone.
 
     Raises:
         RuntimeError: a run failed.
+        KeyboardInterrupt: stopped; the message names the runs that finished and those stopped.
     """
     import queue
     import subprocess
@@ -286,58 +353,127 @@ def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, process
     import tempfile
     import threading
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from plinknet.device import core_shares, gpu_environment
+
     logs = runs_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     jobs: queue.Queue = queue.Queue()
     for job in todo:
         jobs.put(job)
     failed: list[str] = []
+    finished: list[str] = []
+    running: dict[int, tuple[subprocess.Popen, str]] = {}
     lock = threading.Lock()
+    stopping = threading.Event()
     with tempfile.TemporaryDirectory() as folder:
         config_file = Path(folder) / "recipe.yaml"  # the resolved recipe, so every worker runs exactly it
-        worker_config = {**base.to_dict(), "progress": False, "device": "cuda" if cuda else base.device}
+        worker_config = {**base.to_dict(), "progress": False, "device": "cuda" if gpus else base.device}
         config_file.write_text(yaml.safe_dump(worker_config, sort_keys=False))
 
+        shares = core_shares(processes)  # each worker on its own cores: its loader and threads are sized from them
+
         def worker(slot: int) -> None:
-            env = dict(os.environ)
-            if cuda:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot)
-            else:
-                env["OMP_NUM_THREADS"] = str(max(1, cores // processes))
-            while True:
+            env = gpu_environment(gpus[slot]) if gpus else {**os.environ, "OMP_NUM_THREADS": str(len(shares[slot]))}
+            start = [sys.executable, "-m", "plinknet"]
+            if sys.platform == "linux":  # on its share of the cores; stopped (SIGTERM) if this process dies
+                start = [sys.executable, "-c", f"import ctypes, os, sys; os.sched_setaffinity(0, {shares[slot]}); "
+                         f"ctypes.CDLL(None).prctl(1, 15); from plinknet.cli import main; "
+                         f"sys.exit(main(sys.argv[1:]))"]  # fmt: skip
+            while not stopping.is_set():
                 try:
                     model, seed, why = jobs.get_nowait()
                 except queue.Empty:
                     return
+                name = f"{model} seed {seed}"
                 log = logs / f"seed{seed}-{MODELS[model]}.log"
-                where = f"GPU {slot}" if cuda else f"process {slot}"
+                where = f"GPU {gpus[slot]}" if gpus else f"process {slot}"
                 with lock:
                     print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir} on "
                           f"{where} (log: {log})", flush=True)  # fmt: skip
                 started = time.perf_counter()
-                command = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config_file), "--seeds",
+                command = [*start, "ablate", "--config", str(config_file), "--seeds",
                            str(seed), "--models", MODELS[model], "--runs-only", "--out", str(out), "--runs-dir",
-                           str(runs_dir), "--split", split]  # fmt: skip
+                           str(runs_dir), "--split", split, "--data-sha256", data_sha256]  # fmt: skip
                 with log.open("a") as file:
-                    code = subprocess.run(command, stdout=file, stderr=subprocess.STDOUT, env=env).returncode
+                    process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env)
+                    with lock:
+                        running[slot] = (process, name)
+                    code = process.wait()
+                    with lock:
+                        running.pop(slot, None)
                 minutes = (time.perf_counter() - started) / 60
                 with lock:
                     if code == 0:
+                        finished.append(name)
                         print(f"{model}, seed {seed}: done in {minutes:.1f} min", flush=True)
+                    elif stopping.is_set():
+                        print(f"{model}, seed {seed}: stopped after {minutes:.1f} min", flush=True)
                     else:
                         lines = log.read_text(errors="replace").strip().splitlines()
-                        failed.append(f"{model} seed {seed} ({lines[-1] if lines else f'exit {code}'}; log: {log})")
+                        why = f"killed by {signal.Signals(-code).name}" if code < 0 else lines[-1] if lines else \
+                            f"exit {code}"  # fmt: skip
+                        failed.append(f"{name} ({why}; log: {log})")
                         print(f"{model}, seed {seed}: FAILED after {minutes:.1f} min; log: {log}", flush=True)
 
         threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(min(processes, len(todo)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with _terminate_as_interrupt():
+            try:
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.5)
+            except KeyboardInterrupt:
+                stopping.set()
+                with lock:
+                    stopped = [name for _, name in running.values()]
+                _stop(running, lock)
+                for thread in threads:
+                    thread.join()
+                raise KeyboardInterrupt(f"stopped: {', '.join(stopped) or 'no run'} (their last epochs are kept "
+                                        f"and resume); finished and kept: {', '.join(finished) or 'none'}; "
+                                        f"{jobs.qsize()} not started") from None  # fmt: skip
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed, the others are kept (run again to resume): "
                            f"{'; '.join(failed)}")  # fmt: skip
+
+
+def _stop(running: dict, lock, grace_s: float = 30.0) -> None:
+    """SIGINT to every worker (its last saved epoch stays; its DataLoader workers end with it), SIGKILL to those still
+    there after ``grace_s``."""
+    import subprocess
+
+    with lock:
+        processes = [process for process, _ in running.values()]
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's cancel, ``kill``) stops the queue as Ctrl-C does; only in the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_results_csv(records: list[dict], path: Path) -> None:

@@ -20,7 +20,6 @@ changed recipe. Checkpoints hold tensors and plain values only and load with
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from plinknet.data.checks import check_tiles
 from plinknet.data.dataset import InriaDataset, collate_crops
 from plinknet.data.tiles import InriaDataError
 from plinknet.data.transforms import prepare_batch
-from plinknet.device import autocast, grad_scaler, precision, prepare_model, resolve_device
+from plinknet.device import autocast, grad_scaler, loader_workers, precision_label, prepare_model, resolve_device
 from plinknet.files import save_torch, write_text
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
@@ -82,14 +81,10 @@ def train_step(model, optimizer, scaler, loss_fn, image, target, valid=None, amp
 
 
 def default_workers() -> int:
-    """DataLoader workers per process: the CPU cores this process may use, less one, at most 8.
-
-    Workers only read and flip uint8 crops (the rest happens on the device), so a few per
-    GPU suffice; one core is left for the training process itself.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """DataLoader workers per training process (:func:`plinknet.device.loader_workers`): its share of the CPU cores
+    it may use (torchrun's processes on this machine share them), less one, at most 8."""
     _, local_size = distributed.local_rank_and_size()
-    return max(0, min(8, cores // max(1, local_size) - 1))
+    return loader_workers(local_size)
 
 
 class _EpochIndexed(Dataset):
@@ -126,8 +121,9 @@ class _EpochSampler(Sampler):
         return len(self.inner)
 
 
-def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) -> DataLoader:
-    """A DataLoader of uint8 crops: pinned memory and persistent workers on CUDA."""
+def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False, persistent=True) -> DataLoader:
+    """A DataLoader of uint8 crops: pinned memory on CUDA, and there persistent workers unless ``persistent`` is False
+    (the validation loader: its workers would sit idle through every training epoch)."""
     cuda = device.type == "cuda"
     return DataLoader(
         dataset,
@@ -135,7 +131,7 @@ def make_loader(dataset, batch_size, sampler, workers, device, drop_last=False) 
         sampler=sampler,
         num_workers=workers,
         pin_memory=cuda,
-        persistent_workers=cuda and workers > 0,
+        persistent_workers=persistent and cuda and workers > 0,
         drop_last=drop_last,
         collate_fn=collate_crops,
         prefetch_factor=4 if workers > 0 else None,
@@ -281,7 +277,8 @@ def train(
     val_set = InriaDataset.from_config(config.data_config, val_split)  # the grid of every tile, no augmentation
     # a resume loads every weight from last.pt: building the encoder without its download lets an offline node resume
     fresh_weights = {} if state is None else {"encoder_weights": None}
-    model = PLinkNet.from_config(config.model_config, **fresh_weights)
+    with distributed.rank_zero_first():  # one download of the encoder weights; the other ranks read its cache
+        model = PLinkNet.from_config(config.model_config, **fresh_weights)
     sync_batchnorm = world_size > 1 and device.type == "cuda"  # statistics over the global batch, as on one GPU
     if sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same state dict keys
@@ -307,7 +304,7 @@ def train(
     train_loader = make_loader(_EpochIndexed(train_set), rank_batch, sampler, workers, device,
                                drop_last=len(sampler) >= rank_batch)  # fmt: skip
     val_indices = list(range(rank, len(val_set), world_size))  # a shard per process, no padding
-    val_loader = make_loader(val_set, rank_batch, val_indices, workers, device)
+    val_loader = make_loader(val_set, rank_batch, val_indices, workers, device, persistent=False)
     core = model.module if world_size > 1 else model
     step_model = torch.compile(model) if config.compile else model
     loss_fn = DiceBCELoss(config.bce_weight, config.dice_weight)
@@ -335,7 +332,7 @@ def train(
         "steps_per_epoch": len(train_loader),
         "batchnorm": "SyncBatchNorm (statistics over the global batch)" if sync_batchnorm else "BatchNorm" if
         world_size == 1 else "BatchNorm per process (SyncBatchNorm is CUDA-only): statistics over each share",
-        "precision": precision(device, config.amp),
+        "precision": precision_label(device, config.amp),
     }  # fmt: skip
     launches = [*launches, launch]
     record["launch"] = launch

@@ -190,3 +190,70 @@ def _print_data(r: dict) -> None:
               f"{row['processes']:>10}")  # fmt: skip
     print("(peak memory of the whole process tree; PSS counts pages shared between processes once)")
 
+
+
+ONE_LOADER = """
+import json, sys, time
+from pathlib import Path
+import torch
+from plinknet.data.dataset import InriaDataset
+from plinknet.data.tiles import find_tiles
+from plinknet.train.loop import make_loader
+data, workers, crop, batch, crops, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \\
+    int(sys.argv[5]), Path(sys.argv[6])
+torch.set_num_threads(1)
+count = len(find_tiles(data, "train"))
+dataset = InriaDataset(data, "train", crop, samples_per_tile=-(-(crops + 2 * batch) // count))
+batches = iter(make_loader(dataset, batch, None, workers, torch.device("cpu"), drop_last=True))
+next(batches)  # workers started, files opened
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.01)
+started, seen = time.perf_counter(), 0
+while seen < crops:
+    seen += len(next(batches)["tile"])
+print(json.dumps({"crops": seen, "seconds": time.perf_counter() - started}), flush=True)
+"""
+
+
+def concurrent_loader_rates(data_dir: str | Path, processes: int, workers: int, crop_size: int = 512,
+                            batch_size: int = 16, crops: int = 320) -> dict:  # fmt: skip
+    """Crops/s of ``processes`` training loaders reading at once, each in its own process with ``workers`` workers.
+
+    What ``make paper`` starts on a node: one loader per run, all sharing the node's CPU cores and page cache.
+    Every loader starts its workers first; then all are timed together over ``crops`` crops each (random crops with
+    the scale augmentation, as in training; nothing on a GPU).
+
+    Returns:
+        ``{"processes", "workers", "rates": [crops/s of each], "slowest", "total"}``.
+    """
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        go = Path(tmp) / "go"
+        command = [sys.executable, "-c", ONE_LOADER, str(data_dir), str(workers), str(crop_size), str(batch_size),
+                   str(crops), str(go)]  # fmt: skip
+        children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(processes)]  # fmt: skip
+        try:
+            for child in children:
+                line = child.stdout.readline().strip()
+                if line != "ready":
+                    raise RuntimeError(f"a loader process did not start: {line} {child.stderr.read()[-1500:]}")
+            go.touch()
+            results = []
+            for child in children:
+                output, error = child.communicate(timeout=600)
+                if child.returncode != 0:
+                    raise RuntimeError(f"a loader process failed (exit {child.returncode}): {error[-1500:]}")
+                results.append(json.loads(output.strip().splitlines()[-1]))
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+    rates = [r["crops"] / max(r["seconds"], 1e-9) for r in results]
+    return {"processes": processes, "workers": workers, "crop_size": crop_size, "batch_size": batch_size,
+            "rates": rates, "slowest": min(rates), "total": sum(rates)}  # fmt: skip

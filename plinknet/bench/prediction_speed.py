@@ -117,7 +117,7 @@ def bench_prediction(
     if workdir is None:
         with tempfile.TemporaryDirectory() as tmp:
             return bench_prediction(device, speed_size, tile_size, memory_sizes, repeats, encoder_name, crop_size, tmp)
-    from plinknet.device import resolve_device
+    from plinknet.device import device_label, resolve_device
 
     dev = resolve_device(device)
     tile_size = tile_size or 5000
@@ -155,7 +155,7 @@ def bench_prediction(
         path.unlink()
     small, large = memory_sizes
     result = {
-        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "device": str(dev) if dev.type == "cpu" else device_label(dev),
         "cpu_cores": os.cpu_count(),
         "torch": torch.__version__,
         "speed_scene": speed_size,

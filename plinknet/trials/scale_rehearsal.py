@@ -1,6 +1,7 @@
 """A paper-scale dress rehearsal on CPU: does the GPU path work, before anyone pays for a GPU?
 
-    make rehearsal    # or: python -m plinknet.bench.rehearsal [--data-dir data/inria-scale] [--out runs/rehearsal]
+    make rehearsal    # or: python -m plinknet.trials.scale_rehearsal [--data-dir data/inria-scale]
+                      #     [--out runs/rehearsal] [--recipe book/params/paper.yaml]
 
 On the Inria-size synthetic data (``plinknet synth --inria-scale``: 180 tiles of 5000 x 5000,
 written first when missing, about 18 GB), it runs every phase of a paper-scale run with the
@@ -36,8 +37,6 @@ from plinknet.bench.memory import TreeMemory
 from plinknet.data.tiles import find_tiles
 from plinknet.provenance import provenance
 
-ROOT = Path(__file__).resolve().parents[2]
-PAPER = ROOT / "book" / "params" / "paper.yaml"
 RECIPE = ("epochs", "batch_size", "crop_size", "lr", "lr_milestones")  # taken from paper.yaml
 
 
@@ -46,7 +45,7 @@ def phase(name: str, cmd: list[str], log: Path) -> dict:
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         with TreeMemory(proc.pid, interval=0.2) as memory:
             code = proc.wait()
     seconds = time.perf_counter() - start
@@ -59,8 +58,9 @@ def phase(name: str, cmd: list[str], log: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "inria-scale", help="Inria-size dataset")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "rehearsal", help="run folder (replaced)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/inria-scale"), help="Inria-size dataset")
+    parser.add_argument("--out", type=Path, default=Path("runs/rehearsal"), help="run folder (replaced)")
+    parser.add_argument("--recipe", type=Path, default=Path("book/params/paper.yaml"), help="make paper's recipe")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per training process")
     args = parser.parse_args()
     plinknet = [sys.executable, "-m", "plinknet"]
@@ -72,7 +72,7 @@ def main() -> None:
         synth = [*plinknet, "synth", "--out", str(args.data_dir), "--inria-scale"]
         rows.append(phase("write the Inria-size data", synth, args.out / "synth.log"))
 
-    paper = yaml.safe_load(PAPER.read_text())
+    paper = yaml.safe_load(args.recipe.read_text())
     recipe = {key: paper[key] for key in RECIPE}
     config = {**recipe, "data_dir": str(args.data_dir), "out_dir": str(args.out / "run"), "encoder_weights": None,
               "epochs": 1, "lr_milestones": [], "samples_per_tile": 1, "val_samples_per_tile": 1,

@@ -8,19 +8,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from plinknet.device import autocast, prepare_model, resolve_device
+from plinknet.device import autocast, device_label, prepare_model, resolve_device, synchronize
 from plinknet.model import LinkNet34, PLinkNet, count_parameters
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def gflops(model: torch.nn.Module, size: int = 512, batch: int = 1) -> float:
@@ -34,10 +23,10 @@ def gflops(model: torch.nn.Module, size: int = 512, batch: int = 1) -> float:
 def _timed(fn, device, repeats):
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t)
     return times
 
@@ -51,7 +40,7 @@ def bench_model(device: str = "auto", size: int = 512, batch: int = 2, repeats: 
     dev = resolve_device(device)
     repeats = repeats or (20 if dev.type == "cuda" else 5)
     models = {"P-LinkNet": PLinkNet(), "LinkNet34": LinkNet34()}
-    result = {"device": device_name(dev), "size": size, "batch": batch, "models": {}}
+    result = {"device": device_label(dev), "size": size, "batch": batch, "models": {}}
     for name, model in models.items():
         result["models"][name] = {"parameters": count_parameters(model), "gflops": gflops(model, size)}
     x = torch.randn(batch, 3, size, size, device=dev)

@@ -1,6 +1,6 @@
 """Side by side: the ways to run P-LinkNet on the CPU that ``plinknet predict`` could use.
 
-    .venv/bin/python -m plinknet.bench.backends [--rounds 5] [--json out.json]
+    .venv/bin/python -m plinknet.bench.backend_speed [--rounds 5] [--json out.json]
 
 Per-window latency of a 512 x 512 window (the paper's ResNet34 P-LinkNet, random weights),
 every candidate timed in turn within each round so that machine load hits all alike, the

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import torch
 
-from plinknet.bench.model import _sync, _timed, device_name
+from plinknet.bench.network_speed import _timed
 from plinknet.data.dataset import InriaDataset
 from plinknet.data.tiles import find_tiles
-from plinknet.device import grad_scaler, prepare_model, resolve_device
+from plinknet.device import (
+    device_label,
+    grad_scaler,
+    loader_workers,
+    precision_label,
+    prepare_model,
+    resolve_device,
+    synchronize,
+)
 from plinknet.loss import DiceBCELoss
 from plinknet.model import PLinkNet
 from plinknet.train.loop import train_step
@@ -35,13 +43,13 @@ def bench_train(
     ``torch.compile``.
     """
     from plinknet.data.transforms import prepare_batch
-    from plinknet.train.loop import default_workers, make_loader
+    from plinknet.train.loop import make_loader
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     batch = batch or (16 if cuda else 4)
     steps = steps or (50 if cuda else 3)
-    workers = default_workers() if workers is None else workers
+    workers = loader_workers() if workers is None else workers
     fmt = torch.channels_last if cuda else torch.contiguous_format
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=fmt)
     y = (torch.rand(batch, 1, size, size, device=dev) > 0.8).float()
@@ -50,7 +58,8 @@ def bench_train(
         count = len(find_tiles(data_dir, "train"))
         dataset = InriaDataset(data_dir, "train", size, samples_per_tile=math.ceil(batch * (steps + 2) / count))
         loader = make_loader(dataset, batch, None, workers, dev, drop_last=True)
-    result = {"device": device_name(dev), "size": size, "batch": batch, "steps": steps, "workers": workers,
+    result = {"device": device_label(dev), "size": size, "batch": batch, "steps": steps, "workers": workers,
+              "precision": precision_label(dev) + (", channels_last" if cuda else ""),
               "data": None if data_dir is None else str(data_dir), "rows": []}  # fmt: skip
     for compiled in (False, True) if compile else (False,):
         torch.manual_seed(0)
@@ -71,11 +80,11 @@ def bench_train(
         if loader is not None:
             batches = iter(loader)
             step(*prepare_batch(next(batches), dev, size, channels_last=True))  # workers start
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             for _ in range(steps):
                 step(*prepare_batch(next(batches), dev, size, channels_last=True))
-            _sync(dev)
+            synchronize(dev)
             row["loader_images_per_s"] = batch * steps / (time.perf_counter() - start)
             row["loader_ratio"] = row["loader_images_per_s"] / row["model_only_images_per_s"]
             del batches

@@ -1,6 +1,6 @@
 """How far the live demo's numbers move: the same run twice at one thread count and once at another.
 
-    make stability    # or: python -m plinknet.bench.stability [--out results/demo-stability]
+    make stability    # or: python -m plinknet.trials.demo_stability [--out results/demo-stability]
 
 Trains chapter 3's demo (P-LinkNet, 3 epochs of 192 px crops on the synthetic sample, seed 0) in
 fresh processes: twice with 2 torch threads, once with 1. Each run is scored on the whole
@@ -20,7 +20,6 @@ from pathlib import Path
 from plinknet.files import write_json
 from plinknet.provenance import provenance
 
-ROOT = Path(__file__).resolve().parents[2]
 DEMO = {"encoder_weights": None, "epochs": 3, "batch_size": 8, "crop_size": 192, "samples_per_tile": 20,
         "val_samples_per_tile": 4, "select_tiles": [6], "lr": 0.05, "lr_milestones": [], "workers": 0, "seed": 0,
         "device": "cpu", "progress": False}  # chapter 3's parameters  # fmt: skip
@@ -42,9 +41,9 @@ print(json.dumps({"threads": threads, "overall": report["overall"], "weights_sha
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "synthetic")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "demo-stability")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "stability")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/synthetic"), help="the synthetic sample")
+    parser.add_argument("--out", type=Path, default=Path("results/demo-stability"), help="where summary.json goes")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/stability"), help="the three runs' folders")
     args = parser.parse_args(argv)
     if (args.out / "summary.json").exists():
         raise SystemExit(f"{args.out / 'summary.json'} exists: choose another --out (results are never replaced)")
