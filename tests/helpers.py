@@ -49,19 +49,9 @@ def write_checkpoint(net: PLinkNet, path: Path, crop_size: int = 64) -> Path:
 
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux /proc), wherever its session: torchrun puts each worker in its own."""
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = open(f"/proc/{pid}/task/{task}/children").read().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            found += [child, *_descendants(child)]
-    return found
+    from plinknet.bench.memory import process_tree
+
+    return process_tree(pid)[1:]
 
 
 def run_killable(cmd: list[str], timeout: float = 240, env: dict | None = None) -> tuple[int, str, str]:

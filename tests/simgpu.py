@@ -17,8 +17,8 @@ current device, streams and events per device, names, capability and bf16 suppor
 
 Not simulated: arithmetic (every tensor stays on the CPU; autocast leaves CPU tensors in fp32), NCCL (gloo takes its
 place; DistributedDataParallel's ``device_ids`` are recorded, then dropped), SyncBatchNorm (left as BatchNorm, its
-kernels are CUDA-only), the DataLoader's pinned memory (off, as without
-an accelerator; ``Tensor.pin_memory`` itself returns the tensor), and memory, which counts the bytes of the tensors
+kernels are CUDA-only), pinned memory (``Tensor.pin_memory`` returns the tensor; the DataLoader of torch 2.6 and
+later does not pin, as without an accelerator), and memory, which counts the bytes of the tensors
 placed on a GPU since the last reset, never freed (a peak that cannot be lower than the truth).
 """
 
@@ -205,8 +205,8 @@ class Machine:
     def event_class(self):
         machine = self
 
-        class Event:
-            def __init__(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
+        class Event(torch.cuda.Event):  # torch's own class (torch 2.5's dynamo insists), its CUDA calls replaced
+            def __init__(self, *args, **kwargs):
                 machine.record("Event")
                 self.device_index: int | None = None
 
@@ -262,6 +262,8 @@ class Machine:
         found.append((ddp, "__init__", ddp_on_the_cpu))
         if hasattr(torch, "accelerator"):  # DataLoader pins through torch.accelerator (torch 2.6+): no pinning here
             found.append((torch.accelerator, "is_available", lambda: False))
+        found.append((torch.Tensor, "pin_memory", lambda tensor, device=None: tensor))  # torch 2.5 pins in a thread
+        found.append((torch.Tensor, "is_pinned", lambda tensor, device=None: False))
         return found
 
 

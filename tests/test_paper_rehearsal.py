@@ -42,6 +42,15 @@ def test_the_rehearsal_writes_only_into_a_folder_it_made(tmp_path):
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
+def test_a_rehearsal_stopped_before_its_kill_is_refused(tmp_path, capsys):
+    folder = tmp_path / "stopped"
+    paper_rehearsal.own_folder(folder)
+    (folder / "runs" / "seed0").mkdir(parents=True)  # runs of a first make paper that was stopped
+    with pytest.raises(SystemExit, match="stopped before its kill was recorded"):
+        paper_rehearsal.main(["--folder", str(folder)])
+    assert sorted(p.name for p in folder.iterdir()) == [paper_rehearsal.MARK, "runs"]  # nothing written
+
+
 def test_a_verdict_that_passes_a_rehearsal_off_as_inria_is_refused():
     good = "**A rehearsal of `make paper` on synthetic data, not Inria**: the paper's claim is not tested."
     paper_rehearsal.check_verdict({"intro": [good], "chapter_4": [good]})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc)."""
+    """Direct children of ``pid`` (Linux /proc), started from any of its threads."""
     kids = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -16,6 +16,16 @@ def _children(pid: int) -> list[int]:
         except OSError:
             pass
     return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents before their children (Linux /proc; ``[pid]`` elsewhere)."""
+    pids, frontier = [], [pid]
+    while frontier:
+        pid = frontier.pop(0)
+        pids.append(pid)
+        frontier += _children(pid)
+    return pids
 
 
 def _memory_kb(pid: int) -> tuple[int, int]:
@@ -56,11 +66,7 @@ class TreeMemory:
         self._stop = threading.Event()
 
     def sample(self) -> None:
-        pids, frontier = [], [self.pid]
-        while frontier:
-            pid = frontier.pop()
-            pids.append(pid)
-            frontier += _children(pid)
+        pids = process_tree(self.pid)
         pss, rss = map(sum, zip(*(_memory_kb(pid) for pid in pids)))
         self.peak_pss_mb = max(self.peak_pss_mb or 0.0, pss / 1024)
         self.peak_rss_mb = max(self.peak_rss_mb or 0.0, rss / 1024)

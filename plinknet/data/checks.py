@@ -79,6 +79,15 @@ def _memory_problems(data: bytes, path: Path, is_mask: bool, mask_bands: int) ->
         return [f"cannot read every pixel of {path} ({error}); the file is damaged: delete it and fetch it again"]
 
 
+def _pairs_or_emptiness(root) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """:func:`pair_tiles`, with a problem of its own for a dataset that holds no tile at all."""
+    pairs, problems = pair_tiles(root)
+    if not pairs and not problems:
+        problems.append(f"no tile in {_dataset_dir(Path(root)) / 'train'}: images/ and gt/ hold no <city><n>.tif "
+                        f"pair; an empty dataset is not a sound one")  # fmt: skip
+    return pairs, problems
+
+
 def count_tiles(root: str | os.PathLike) -> int:
     """The image/mask pairs of a dataset folder (what :func:`check_tiles` reads)."""
     return len(pair_tiles(root)[0])
@@ -111,10 +120,7 @@ def check_tiles(
     """
     from tqdm import tqdm
 
-    pairs, problems = pair_tiles(root)
-    if not pairs and not problems:
-        problems.append(f"no tile in {_dataset_dir(Path(root)) / 'train'}: images/ and gt/ hold no <city><n>.tif "
-                        f"pair; an empty dataset is not a sound one")  # fmt: skip
+    pairs, problems = _pairs_or_emptiness(root)
     # "checked-v2": verdicts of the check before masks were judged whole (1 and 255 in different blocks) are void
     memo = Path(memo_dir) if memo_dir is not None else default_cache_root() / "checked-v2"
     rank, world_size = shard
@@ -209,10 +215,7 @@ def check_and_hash(root: str | os.PathLike, *, progress: bool = True) -> tuple[l
     """
     from tqdm import tqdm
 
-    pairs, naming = pair_tiles(root)
-    if not pairs and not naming:
-        naming.append(f"no tile in {_dataset_dir(Path(root)) / 'train'}: images/ and gt/ hold no <city><n>.tif pair; "
-                      f"an empty dataset is not a sound one")  # fmt: skip
+    pairs, naming = _pairs_or_emptiness(root)
     sound_memo = default_cache_root() / "checked-v2"
     found: dict[tuple[Path, Path], list[str]] = {pair: [] for pair in pairs}
     to_read: dict[Path, tuple[tuple[Path, Path], bool, int]] = {}  # a file whose pixels are checked from its bytes

@@ -23,22 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (through every thread)."""
-    found = [pid]
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = open(f"/proc/{pid}/task/{task}/children").read().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            found += _tree(child)
-    return found
+from plinknet.bench.memory import process_tree
 
 
 def _bytes_read(pid: int) -> int | None:
@@ -70,7 +55,7 @@ def measure(data_dir: Path, recipe: Path, processes: int, out: Path, timeout_s: 
         read: dict[int, int] = {}
         try:
             while time.perf_counter() - started < timeout_s:
-                for pid in _tree(ablate.pid):
+                for pid in process_tree(ablate.pid):
                     value = _bytes_read(pid)
                     if value is not None:
                         read[pid] = max(read.get(pid, 0), value)
@@ -82,7 +67,7 @@ def measure(data_dir: Path, recipe: Path, processes: int, out: Path, timeout_s: 
                 raise TimeoutError(f"no training step within {timeout_s:.0f} s (log: {out / 'ablate.log'})")
             seconds = time.perf_counter() - started
         finally:
-            for pid in reversed(_tree(ablate.pid)):  # the workers too, wherever their process group
+            for pid in reversed(process_tree(ablate.pid)):  # the workers too, wherever their process group
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

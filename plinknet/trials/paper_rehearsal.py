@@ -19,8 +19,9 @@ a folder without that mark is refused). In order:
    data, and never a result on Inria.
 
 ``<folder>/rehearsal.json`` keeps each phase's seconds, the run killed and how it resumed, the checkpoints
-compared, the verdict line and the provenance. Run it again and it starts over in a new folder only if asked
-(``--folder``): a finished rehearsal is reported, not repeated. About 6 minutes on 2 CPU cores.
+compared, the verdict line and the provenance. A finished rehearsal is reported, not repeated (``--folder``
+elsewhere to rehearse again); one stopped after its kill goes on from the phase it stopped in; one stopped before
+it is refused, since its runs cannot be killed halfway again. About 5 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from plinknet.bench.memory import process_tree
 from plinknet.files import write_json
 from plinknet.provenance import provenance
 
@@ -85,26 +87,9 @@ def checkpoints(runs: Path) -> dict[str, dict]:
     return found
 
 
-def _processes_below(pid: int) -> list[int]:
-    """Every process under ``pid`` (Linux /proc, through every thread: ablate starts its workers from threads)."""
-    found = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = open(f"/proc/{pid}/task/{task}/children").read().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            found += [child, *_processes_below(child)]
-    return found
-
-
 def _worker_of(root: int, seed: int, model_slug: str) -> int | None:
     """The pid of the ``ablate --runs-only`` worker training ``seed`` of ``model_slug``, if it runs."""
-    for pid in _processes_below(root):
+    for pid in process_tree(root)[1:]:
         try:
             argv = open(f"/proc/{pid}/cmdline").read().split("\0")
         except OSError:
@@ -212,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     phases = record["phases"]
+    killing = "make paper, a worker killed after its run's first epoch"
+    if killing not in phases and (folder / "runs").exists():
+        raise SystemExit(f"{folder} holds runs of a rehearsal stopped before its kill was recorded: they cannot be "
+                         f"killed halfway again; choose another --folder")  # fmt: skip
 
     def phase(name: str, what, *args):
+        if name in phases:  # done by an earlier call that was stopped later: what matches is taken up
+            print(f"== {name}: done before ({phases[name]['seconds']:.0f} s)", flush=True)
+            return phases[name]
         print(f"== {name}", flush=True)
         begun = time.perf_counter()
         result = what(*args)
@@ -232,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     phase("data: a small synthetic sample in Inria's layout", data)
     command = make_command(args.make, folder)
     print("   " + shlex.join(command), flush=True)
-    first = phase("make paper, a worker killed after its run's first epoch", killed_make_paper, command, folder,
-                  folder / "make-paper-killed.log")  # fmt: skip
-    if first["exit_code"] == 0:
-        raise SystemExit(f"make paper succeeded although a worker was killed: see {first['log']}")
-    killed = first["killed"]
-    before = checkpoints(folder / "runs")
-    finished = {name: facts for name, facts in before.items() if not name.startswith(killed["folder"] + "/")}
+    def killed_and_kept() -> dict:
+        result = killed_make_paper(command, folder, folder / "make-paper-killed.log")
+        if result["exit_code"] == 0:
+            raise SystemExit(f"make paper succeeded although a worker was killed: see {result['log']}")
+        prefix = result["killed"]["folder"] + "/"
+        kept = {name: facts for name, facts in checkpoints(folder / "runs").items() if not name.startswith(prefix)}
+        return {**result, "finished_checkpoints": kept}
+
+    first = phase(killing, killed_and_kept)
+    killed, finished = first["killed"], first["finished_checkpoints"]
 
     def resumed() -> dict:
         log = folder / "make-paper-resumed.log"
