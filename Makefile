@@ -28,7 +28,7 @@ test: venv
 
 # What CI runs: HEAD cloned into a new temporary folder, ../shared linked beside it, then
 # .ci/run (make test) there, before any make book refreshes the notebooks' outputs. Uncommitted
-# changes are not in it. About 17 minutes on 2 CPU cores; the folder (with its .venv) is kept.
+# changes are not in it. About 25 minutes on 2 CPU cores; the folder (with its .venv) is kept.
 ci:
 	@test -z "$$(git status --porcelain --untracked-files=no)" || echo "note: uncommitted changes are not part of this check"
 	@dir=$$(mktemp -d) && echo "== fresh clone of $$(git rev-parse --short HEAD) in $$dir" && \
@@ -113,7 +113,7 @@ paper: venv
 	$(VENV)/bin/plinknet ablate --config $(PAPER_CONFIG) --data-dir $(PAPER_DATA) --seeds $(SEEDS) \
 		--device $(PAPER_DEVICE) --processes $(GPUS) --out $(PAPER_OUT) --runs-dir $(PAPER_RUNS) $(PAPER_OPTIONS)
 
-# `make paper` from data to verdict on 2 CPU cores, in about 6 minutes: a small synthetic sample, `make paper` with
+# `make paper` from data to verdict on 2 CPU cores, in about 4 minutes: a small synthetic sample, `make paper` with
 # CPU settings (2 processes, seeds 0 and 1, a short schedule) with one worker killed halfway, `make paper` again
 # (it resumes; the finished runs are left as they are), then page one and chapter 4 executed against that archive,
 # whose verdict calls it a rehearsal on synthetic data. Everything in runs/paper-rehearsal/ (REHEARSAL=... elsewhere).
