@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean repo-url ci
+.PHONY: venv test test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean clean-runs repo-url ci
 
 venv: $(STAMP)
 
@@ -125,5 +125,14 @@ paper-rehearsal: venv
 repo-url: venv
 	$(PY) book/set_repo_url.py
 
+# What the build makes, nothing else: runs/ (checkpoints, which a re-score needs) and results/ stay.
 clean:
-	rm -rf _build runs
+	rm -rf _build .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# runs/ (every run's checkpoints, the demo's and make paper's included): lists it, and deletes only with CONFIRM=yes.
+clean-runs:
+	@if [ ! -d runs ]; then echo "no runs/ here: nothing to delete"; exit 0; fi; \
+	echo "runs/ holds (checkpoints included: scoring an archive again needs them):"; du -sh runs/* runs/.[!.]* 2>/dev/null; \
+	if [ "$(CONFIRM)" = yes ]; then rm -rf runs && echo "deleted runs/"; \
+	else echo "nothing deleted; to delete all of it: make clean-runs CONFIRM=yes"; fi

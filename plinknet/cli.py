@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data's SHA-256, already computed by the calling process with every tile checked "
                         "(ablate --processes hands it to its workers): the data are then neither checked nor "
                         "hashed again")  # fmt: skip
+    p.add_argument("--retrain", action="store_true",
+                   help="train again, from scratch, the archived runs to score again (or train on) whose checkpoints "
+                        "are not in --runs-dir; their new records replace the archived ones. Without it ablate "
+                        "refuses, naming them: scoring never trains")  # fmt: skip
     _add_dataclass_options(p, TrainConfig, exclude=("out_dir", "seed"))
 
     p = sub.add_parser("check-data", help="read every tile fully and list every problem, and hash the data, in one "
@@ -358,7 +362,7 @@ def run(args: argparse.Namespace) -> None:
         models = [name for name, slug in MODELS.items() if slug in args.models]
         summary = run_ablation(config, args.seeds, args.out, args.runs_dir, args.split, progress=config.progress,
                                models=models, runs_only=args.runs_only, processes=processes,
-                               data_sha256=args.data_sha256)  # fmt: skip
+                               data_sha256=args.data_sha256, retrain=args.retrain)  # fmt: skip
         if summary is not None:
             print(format_summary(summary))
         print(f"archive: {args.out}" + (" (run records only)" if summary is None else ""))

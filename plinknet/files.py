@@ -6,18 +6,146 @@ folder through :func:`atomic_folder`: it is written under a temporary name uniqu
 writer (process and a random token, so two processes writing the same file never share one) in the
 target's folder, and renamed over the target only when complete. A kill, a full disk or an error leaves
 the previous file (or none), never half of one.
+
+Nothing is deleted but through :func:`remove`, and it deletes only what carries plinknet's own mark
+(:func:`plinknets`): a writer's temporary, a folder plinknet made (:func:`mark_folder`), a synthetic
+sample with its manifest, a run's files beside its ``config.yaml`` and checkpoint. Anything else is a
+user's, and is refused with the path and the reason. ``tests/test_files.py`` fails on any other
+deleting or renaming call in ``plinknet/`` and the book's helpers.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+MARK = ".plinknet-made"  # in a folder plinknet made whole (JSON: what it holds): remove() may delete it
+SAMPLE_MANIFEST = "plinknet-synth.json"  # in a synthetic sample's AerialImageDataset/, written last
+RUN_CHECKPOINTS = ("last.pt", "best.pt")  # with config.yaml, what makes a folder a run's
+RUN_OWN_FILES = ("config.yaml", "history.csv", "metrics.json", *RUN_CHECKPOINTS)  # what a run writes there
+# .{name}.{pid}-{8 hex}.tmp{suffix} (atomic_path, temporary_name), .{name}.{pid}-{8 hex}.tmp|.old (atomic_folder)
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.(tmp|old)(\.[^.]+)*$")
+
+
+class NotPlinknetsError(PermissionError):
+    """:func:`remove` refused: the path carries no mark of plinknet's, so it may be a user's."""
+
+
+class DiskFullError(OSError):
+    """A write failed because its file system is full; the message names the file and the free space."""
+
+
+def disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError | None:
+    """``error`` in words when it came from a full file system while writing ``path``, else None.
+
+    Libraries say it their own way (torch: "PytorchStreamWriter failed writing file", GDAL: "Write failed"), so
+    besides ``ENOSPC`` anywhere in the chain of errors, a write that failed where under 1 MiB is left counts.
+    """
+    chain, seen = error, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            break
+        chain = chain.__cause__ or chain.__context__
+    folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    if chain is None and free >= 1 << 20:
+        return None
+    return DiskFullError(errno.ENOSPC, f"no space left on the device of {folder} ({free / 2**20:.1f} MiB free) "
+                                       f"while writing {path}; nothing half-written was left, and the previous "
+                                       f"file, if any, is kept: free some space and run again")  # fmt: skip
+
+
+def plinknets(path: str | os.PathLike) -> str | None:
+    """Why plinknet may delete ``path`` (its mark, in words), or None when it is not plinknet's to delete.
+
+    Plinknet's own: a temporary of this process or of a writer no longer running; a folder holding
+    :data:`MARK` or a synthetic sample's manifest, and anything inside one; a run's own file
+    (:data:`RUN_OWN_FILES`) in a folder holding ``config.yaml`` and a checkpoint.
+    """
+    path = Path(path)
+    temporary = _TEMPORARY.match(path.name)
+    if temporary:
+        pid = int(temporary["pid"])
+        if pid == os.getpid():
+            return "a temporary of this process"
+        if not _running(pid):
+            return f"a temporary of writer {pid}, which no longer runs"
+    for folder in (path, *path.absolute().parents):
+        if folder.is_symlink():
+            break  # a mark is not followed through a link
+        inside = f"inside {folder}, " if folder != path else ""
+        if (folder / MARK).is_file():
+            return f"{inside}made by plinknet ({MARK})"
+        if (folder / SAMPLE_MANIFEST).is_file():
+            return f"{inside}a synthetic sample ({SAMPLE_MANIFEST})"
+    run = path.parent
+    if path.name in RUN_OWN_FILES and (run / "config.yaml").is_file() and \
+            any((run / name).is_file() for name in RUN_CHECKPOINTS):  # fmt: skip
+        return f"a file of the run in {run} (config.yaml and a checkpoint)"
+    return None
+
+
+def remove(*paths: str | os.PathLike) -> int:
+    """Delete the files or folders ``paths`` if each is plinknet's (:func:`plinknets`); the one way plinknet deletes.
+
+    Every path is checked before any is deleted, so a run's files go together with the checkpoint
+    that marks them. Paths that do not exist are skipped; returns how many were deleted.
+
+    Raises:
+        NotPlinknetsError: a path carries no mark of plinknet's (nothing was deleted); the message names it.
+    """
+    present = [Path(p) for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    for path in present:
+        if plinknets(path) is None:
+            raise NotPlinknetsError(f"plinknet did not delete {path}: it carries no mark of plinknet's (not a "
+                                    f"temporary of a writer, no {MARK}, no sample manifest, not a run's file), so "
+                                    f"it may be yours; delete it yourself if it should go")  # fmt: skip
+    for path in present:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return len(present)
+
+
+def mark_folder(path: str | os.PathLike, what: str) -> Path:
+    """Create the folder ``path`` (new, or empty) as plinknet's: :func:`remove` may later delete it whole.
+
+    Raises:
+        FileExistsError: ``path`` holds something and no mark: it may be a user's.
+    """
+    path = Path(path)
+    if (path / MARK).is_file():
+        return path
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} holds files that plinknet did not make (no {MARK}); choose another folder")
+    path.mkdir(parents=True, exist_ok=True)
+    write_json({"made_by": "plinknet", "what": what}, path / MARK)
+    return path
+
+
+def move_into_place(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename ``source`` (complete) to ``target``, which must not exist or be plinknet's (:func:`plinknets`).
+
+    Raises:
+        NotPlinknetsError: ``target`` exists and is not plinknet's to replace.
+    """
+    target = Path(target)
+    if (target.exists() or target.is_symlink()) and plinknets(target) is None:
+        raise NotPlinknetsError(f"plinknet did not replace {target}: it exists and carries no mark of plinknet's; "
+                                f"move it away or choose another path")  # fmt: skip
+    os.replace(source, target)
+    return target
 
 
 @contextmanager
@@ -31,19 +159,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as error:
+        full = disk_full(error, path)
+        if full is None:
+            raise
+        remove(tmp)  # first: its bytes are what filled the disk
+        raise full from error
     finally:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
     """The temporary name :func:`atomic_path` writes ``path`` under (hidden, unique to this writer, same suffix).
 
-    For writers that stream into a file over many calls (:class:`~plinknet.infer.scenes.RasterWriter`)
-    and rename it with ``os.replace`` when complete. Creates the folder.
+    For writers that stream into a file over many calls (:class:`~plinknet.infer.scenes.RasterWriter`),
+    then :func:`land` it on ``path`` when complete, or :func:`remove` it. Creates the folder.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+def land(temporary: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename this process's complete ``temporary`` (from :func:`temporary_name`) over ``path``, atomically.
+
+    Raises:
+        ValueError: ``temporary`` is not a temporary of this process.
+    """
+    if plinknets(temporary) != "a temporary of this process":
+        raise ValueError(f"{temporary} is not a temporary of this process; nothing was renamed")
+    os.replace(temporary, path)
+    return Path(path)
 
 
 @contextmanager
@@ -55,20 +201,34 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
     Temporary folders of the same target left by writers no longer running (a kill) are removed first.
 
     Args:
-        replace: an existing ``path`` is replaced whole, after the new folder is complete. Without it an
-            existing ``path`` raises FileExistsError (another writer finished first).
+        replace: an existing ``path`` is replaced whole, after the new folder is complete, if it is
+            plinknet's (:func:`plinknets`). Without it an existing ``path`` raises FileExistsError
+            (another writer finished first).
+
+    Raises:
+        NotPlinknetsError: ``replace`` and ``path`` exists but is not plinknet's (checked before anything is written).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2 :].split("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    if replace and path.exists() and plinknets(path) is None:
+        raise NotPlinknetsError(f"plinknet did not replace {path}: it holds files that carry no mark of plinknet's, "
+                                f"so they may be yours; move them away or choose another folder")  # fmt: skip
+    for stale in path.parent.iterdir():
+        if stale.name.startswith(f".{path.name}.") and stale.name.endswith(".tmp") and _TEMPORARY.match(stale.name) \
+                and plinknets(stale):  # fmt: skip
+            remove(stale)  # a temporary of a writer that was killed
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     old, landed = None, False
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as error:
+            full = disk_full(error, path)
+            if full is None:
+                raise
+            remove(tmp)
+            raise full from error
         if path.exists() and replace:
             old = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
             os.replace(path, old)
@@ -81,10 +241,10 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
                                       f"nothing was replaced") from error  # fmt: skip
             raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         if old is not None:
             if landed:
-                shutil.rmtree(old, ignore_errors=True)
+                remove(old)
             elif not path.exists():  # the new folder did not land: the old one goes back
                 os.replace(old, path)
 

@@ -91,6 +91,16 @@ def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monke
     assert selected["split"] == "select" and selected["tiles"] == [f"{c}6" for c in CITIES]
     assert fingerprint(tmp_path / "runs") == checkpoints
 
+    archive = fingerprint(tmp_path / "archive")  # scoring again where the checkpoints are not: refused, not trained
+    with pytest.raises(ablation.ArchiveError, match=r"(?s)4 archived run.*seed0-plinknet.json \(scoring again.*"
+                       r"elsewhere/seed0/plinknet/best.pt, not found; recorded run folder: runs/seed0/plinknet.*"
+                       r"--runs-dir.*--retrain.*Nothing was written"):  # fmt: skip
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", bootstrap_draws=100)
+    assert fingerprint(tmp_path / "archive") == archive and not (tmp_path / "elsewhere").exists()
+    with pytest.raises(AssertionError, match="trained again"):  # --retrain: asked for, so trained
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", bootstrap_draws=100,
+                     retrain=True)  # fmt: skip
+
     archive = fingerprint(tmp_path / "archive")
     with pytest.raises(ablation.ArchiveError, match="lr: saved 0.01, given 0.02"):
         run_ablation(tiny(lab_sample, epochs=2, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)

@@ -30,6 +30,7 @@ from plinknet.data import (
     read_mask,
 )
 from plinknet.data.tiles import GDAL_CACHE_BYTES
+from plinknet.files import MARK
 
 REAL_CROPS = Path(__file__).resolve().parents[1].parent / "shared/data/inria-crops"
 
@@ -272,7 +273,7 @@ def test_cache_gives_identical_samples_from_shared_memory_maps(root, tmp_path):
             assert all(torch.equal(a[k], b[k]) for k in ("image", "mask", "window", "side"))
         assert len(cached._arrays) == 2
         assert all(isinstance(image, np.memmap) for image, _ in cached._arrays.values())
-    files = sorted(p.name for p in cache.iterdir())
+    files = sorted(p.name for p in cache.iterdir() if p.name != MARK)
     assert len(files) == 8 and all(name.endswith((".image.npy", ".mask.npy")) for name in files)
     mtimes = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     data.build_cache(find_tiles(root, "all"), cache, progress=False)  # nothing to do: nothing rewritten
@@ -291,6 +292,16 @@ def test_cache_follows_an_edited_tile(copy, tmp_path):
     np.testing.assert_array_equal(cached_mask[0], mask)
     after = sorted(p.name for p in cache.glob("austin6-*"))
     assert len(after) == 2 and not set(before) & set(after)  # the stale files are gone
+
+
+def test_cache_deletes_nothing_in_a_folder_it_did_not_make(copy, tmp_path):
+    cache = tmp_path / "mine"
+    cache.mkdir()
+    stale_looking = cache / "austin6-0123456789abcdef01234567.mask.npy"  # named like a cache entry, but the user's
+    stale_looking.write_bytes(b"the user's")
+    data.build_cache(find_tiles(copy, "train"), cache, progress=False)
+    assert stale_looking.read_bytes() == b"the user's" and not (cache / MARK).exists()
+    assert len(list(cache.glob("austin6-*"))) == 3  # the tile's two entries beside it
 
 
 def test_worker_init_bounds_gdal_cache():

@@ -223,3 +223,17 @@ def test_a_truncated_scene_is_named(tmp_path, capsys, checkpoint, scenes):
     assert code == 1 and str(damaged) in err and "damaged or truncated" in err, err
     code, _, err = predict(capsys, "--checkpoint", checkpoint, scenes[0].parent, "--out-dir", tmp_path / "out")
     assert code == 1 and str(damaged) in err, err
+
+
+def test_a_path_with_glob_characters_is_the_path_itself(tmp_path):
+    from plinknet.infer.scenes import find_scenes
+
+    for name in ("scene[1].tif", "scene1.tif", "a*b.tif"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_scenes([tmp_path / "scene[1].tif"]) == [tmp_path / "scene[1].tif"]  # not scene1.tif
+    assert find_scenes([tmp_path / "a*b.tif"]) == [tmp_path / "a*b.tif"]
+    assert find_scenes([str(tmp_path / "scene?.tif")]) == [tmp_path / "scene1.tif"]  # a pattern: still one
+    folder = tmp_path / "tiles[2024]"
+    folder.mkdir()
+    (folder / "x.tif").write_bytes(b"")
+    assert find_scenes([folder]) == [folder / "x.tif"]

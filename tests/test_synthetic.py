@@ -340,13 +340,41 @@ def test_synth_never_mixes_two_samples_in_one_folder(tmp_path, capsys):
     assert "tile_size 64 (asked 96)" in err and "train_tiles 1 (asked 2)" in err and "--overwrite" in err, err
     assert {p.name: p.stat().st_mtime_ns for p in images.iterdir()} == first  # nothing written
     next(iter(sorted(images.iterdir()))).unlink()  # an altered sample is not complete
-    assert main(small) == 1 and "incomplete or altered" in capsys.readouterr().err
+    assert main(small) == 1 and "an incomplete sample (1 file(s) missing" in capsys.readouterr().err
     assert main([*other, "--overwrite"]) == 0  # replaced whole: only the new sample's files
     names = sorted(p.name for p in images.iterdir())
     assert names == sorted(f"{c}{n}.tif" for c in SYNTHETIC_CITIES for n in (1, 6, 7))
     with rasterio.open(images / names[0]) as src:
         assert src.width == 96
     assert not list(tmp_path.glob("*.partial")) and not list(out.glob(".*"))
+
+
+def test_synth_overwrites_only_what_it_wrote(tmp_path, capsys):
+    """A download (no manifest) and a user's file inside a sample are refused even with --overwrite, and named."""
+    from plinknet.cli import main
+
+    small = ["synth", "--tile-size", "64", "--train-tiles", "1", "--val-tiles", "1", "--overwrite"]
+    download = tmp_path / "inria" / "AerialImageDataset" / "train" / "images"
+    download.mkdir(parents=True)
+    (download / "austin1.tif").write_bytes(b"the real tile")
+    assert main([*small, "--out", str(tmp_path / "inria")]) == 1
+    err = capsys.readouterr().err
+    assert "plinknet did not write" in err and "--overwrite" not in err, err
+    assert (download / "austin1.tif").read_bytes() == b"the real tile"
+
+    sample = ["synth", "--out", str(tmp_path / "sample"), "--tile-size", "64", "--train-tiles", "1", "--val-tiles", "1"]
+    assert main(sample) == 0
+    notes = tmp_path / "sample" / "AerialImageDataset" / "train" / "my-notes.txt"
+    notes.write_text("mine")
+    for args in (sample, [*sample, "--seed", "1", "--overwrite"]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "train/my-notes.txt" in err and "--overwrite" not in err, err
+    assert notes.read_text() == "mine"
+    capsys.readouterr()
+    (tmp_path / "sample" / "AerialImageDataset" / "plinknet-synth.json").write_text('{"seed": 0, "con')  # cut
+    assert main([*sample, "--overwrite"]) == 1 and "cannot be read" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
 
 
 def test_synth_refuses_a_folder_with_other_files(tmp_path, capsys):

@@ -145,8 +145,24 @@ def test_a_run_folder_is_never_silently_overwritten(tmp_path):
     with pytest.raises(RunFolderError, match="already holds a run"):
         train(config)
     assert (run / "last.pt").read_bytes() == before
+    (run / "notes.txt").write_text("the user's")
     train(tiny(tmp_path, epochs=1, lr=0.02), overwrite=True)
     assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.02
+    assert (run / "notes.txt").read_text() == "the user's"  # only the run's own files were replaced
+
+
+def test_overwrite_deletes_nothing_in_a_folder_that_holds_no_run(tmp_path):
+    from plinknet.files import NotPlinknetsError
+
+    config = tiny(tmp_path, epochs=1)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True)
+    for name in ("config.yaml", "history.csv"):  # another tool's files of the same names, no checkpoint
+        (out / name).write_text(f"the user's {name}")
+    with pytest.raises(NotPlinknetsError, match="carries no mark"):
+        train(config, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.csv"]
+    assert (out / "history.csv").read_text() == "the user's history.csv"
 
 
 def test_train_or_reuse_skips_a_finished_run_and_resumes_a_stopped_one(tmp_path):
@@ -562,3 +578,45 @@ def test_rank_zero_downloads_first_and_the_others_wait(monkeypatch):
         with distributed.rank_zero_first():
             events.append("download")
         assert events == (["download", "barrier"] if rank == 0 else ["barrier", "download"])
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """A 2-epoch run trained without interruption, to compare the interrupted ones with."""
+    return train(tiny(tmp_path_factory.mktemp("reference"), epochs=2))
+
+
+@pytest.mark.parametrize(("killed_after", "epoch"), [("last.pt", 2), ("best.pt", 1), ("history.csv", 2)])
+def test_a_kill_between_an_epochs_saves_leaves_a_run_that_finishes(tmp_path, monkeypatch, two_epochs, killed_after,
+                                                                    epoch):  # fmt: skip
+    """Killed right after one of an epoch's saves (best.pt is written only when an epoch improves: the first always
+    does), the next call finishes or resumes the run as if nothing had happened; it is never stuck as 'already
+    trained' without its best.pt or history."""
+    saves, history_writer, written = train_module.save_torch, train_module._write_history, []
+
+    def kill_if_due(name: str) -> None:
+        written.append(name)
+        if name == killed_after and written.count(name) == epoch:
+            raise KeyboardInterrupt  # as a SIGKILL right after this save: the rest of the epoch is not saved
+
+    def save(obj, path):
+        saves(obj, path)
+        kill_if_due(Path(path).name)
+
+    def history(path, rows):
+        history_writer(path, rows)
+        kill_if_due("history.csv")
+
+    config = tiny(tmp_path, epochs=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "save_torch", save)
+        patch.setattr(train_module, "_write_history", history)
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    run = train_or_reuse(config)
+    assert _history(run) == _history(two_epochs)
+    best, expected = (torch.load(folder / "best.pt", weights_only=True) for folder in (run, two_epochs))
+    assert best["epoch"] == expected["epoch"]
+    assert all(torch.equal(best["model"][k], expected["model"][k]) for k in expected["model"])
+    with pytest.raises(RunFolderError, match="already trained 2 of 2"):  # finished, not stuck
+        train(config, resume=True)

@@ -152,7 +152,6 @@ def bench_prediction(
     for size in memory_sizes:
         path = write_scene(work / f"memory{size}.tif", size, seed=2)
         peaks[size] = _run([*predict, str(path), str(work / f"memory{size}_mask.tif")], env)[1]
-        path.unlink()
     small, large = memory_sizes
     result = {
         "device": str(dev) if dev.type == "cpu" else device_label(dev),

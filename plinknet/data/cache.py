@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from plinknet.data.tiles import Tile, _open, read_mask
-from plinknet.files import atomic_path, file_key
+from plinknet.files import MARK, atomic_path, file_key, mark_folder, remove
 
 
 def _cache_paths(tile: Tile, cache_dir: Path) -> tuple[Path, Path]:
@@ -29,14 +30,17 @@ def build_cache(tiles: list[Tile], cache_dir: str | os.PathLike, progress: bool 
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not cache_dir.exists() or not any(cache_dir.iterdir()):
+        with contextlib.suppress(FileExistsError):  # another rank's files arrived first: it marks the folder
+            mark_folder(cache_dir, "decoded tiles of plinknet's tile cache")
+    ours = (cache_dir / MARK).is_file()  # else a folder of the user's: stale entries are left there
     missing = [tile for tile in tiles if not all(p.exists() for p in _cache_paths(tile, cache_dir))]
     for tile in tqdm(missing, desc="caching tiles", unit="tile", disable=not progress):
         image_path, mask_path = _cache_paths(tile, cache_dir)
         stale = re.compile(rf"^{re.escape(tile.name)}-[0-9a-f]+\.(image|mask)\.npy$")
         for old in cache_dir.iterdir():
-            if stale.match(old.name) and old not in (image_path, mask_path):
-                old.unlink(missing_ok=True)
+            if ours and stale.match(old.name) and old not in (image_path, mask_path):
+                remove(old)
         with atomic_path(mask_path) as tmp:
             np.save(tmp, read_mask(tile.mask_path)[None])  # (1, H, W)
         with _open(tile.image_path) as src, atomic_path(image_path) as tmp:

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.error
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from plinknet.data.tiles import INRIA_HOMEPAGE
+from plinknet.files import NotPlinknetsError, mark_folder, move_into_place, remove
 
 
 class InriaDownloadError(RuntimeError):
@@ -127,7 +129,7 @@ def download_file(
                 f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
                 f"run again to resume into {part}"
             )
-        part.replace(dest)
+        move_into_place(part, dest)
 
     actual = dest.stat().st_size
     if size is not None and actual != size:  # kept: the expected size is not Inria's own word
@@ -135,10 +137,10 @@ def download_file(
             f"{dest} has {actual} bytes, expected {size}; delete it and run again to download "
             f"it anew, or " + _MANUAL.format(out=dest.parent)
         )
-    if md5 is not None and (got_md5 := _md5(dest)) != md5:
-        dest.unlink()
+    if md5 is not None and (got_md5 := _md5(dest)) != md5:  # kept: it may be a file the user put there
         raise InriaDownloadError(
-            f"{dest} has MD5 {got_md5}, expected {md5}; deleted it, run again to download anew"
+            f"{dest} has MD5 {got_md5}, expected {md5} (a damaged download); delete it and run again to "
+            f"download it anew"
         )
     return dest
 
@@ -178,17 +180,21 @@ _SCRATCH_PREFIX = ".extracting-"
 @contextlib.contextmanager
 def _scratch(out: Path) -> Iterator[Path]:
     """A temporary folder inside ``out`` (same file system: moving out of it is a rename), always removed."""
-    folder = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=out))
+    folder = mark_folder(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=out), "an extraction's scratch folder")
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove(folder)
 
 
 def _remove_leftovers(out: Path) -> None:
     """Delete the temporary folders that a killed run left behind (they may hold tens of GB)."""
-    for leftover in out.glob(_SCRATCH_PREFIX + "*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in sorted(out.iterdir()):
+        if leftover.name.startswith(_SCRATCH_PREFIX):
+            try:
+                remove(leftover)
+            except NotPlinknetsError as error:  # an older plinknet's, unmarked: the user decides
+                print(f"plinknet download: {error}", file=sys.stderr)
 
 
 def _extract_7z(volumes: list[Path], dest: Path, progress: bool = True) -> None:
@@ -308,7 +314,7 @@ def download_inria(
                 raise InriaDownloadError(
                     f"extracting {volumes[0]} gave no {INRIA_ZIP_NAME}; " + _MANUAL.format(out=out)
                 )
-            (scratch / INRIA_ZIP_NAME).replace(zip_path)  # complete: move into place
+            move_into_place(scratch / INRIA_ZIP_NAME, zip_path)  # complete: move into place
     if (got := _md5(zip_path)) != INRIA_ZIP_MD5:
         raise InriaDownloadError(
             f"{zip_path} has MD5 {got}, expected {INRIA_ZIP_MD5}; delete it and the .7z.* "
@@ -320,5 +326,5 @@ def download_inria(
             raise InriaDownloadError(
                 f"{zip_path} did not unpack to AerialImageDataset/train/images; " + _MANUAL.format(out=out)
             )
-        (scratch / "AerialImageDataset").replace(dataset)  # complete: rename into place
+        move_into_place(scratch / "AerialImageDataset", dataset)  # complete: rename into place
     return dataset

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from plinknet.config import check, coerce_fields
 from plinknet.data.tiles import GDAL_CACHE_BYTES  # GDAL's default (5% of RAM) would grow with the scene
 from plinknet.device import resolve_device
+from plinknet.files import remove, temporary_name
 from plinknet.infer.backends import BACKENDS, MEAN_RGB, Network
 from plinknet.infer.polygons import polygons_from_array, write_polygons
 from plinknet.infer.scenes import (
@@ -349,7 +350,7 @@ def predict_file(
     config = config or PredictConfig()
     reader = SceneReader(input_path, scale=scale)
     writers = []
-    mask_path = output_path.with_name(f".{output_path.stem}.mask.tif") if probabilities else output_path
+    mask_path = temporary_name(output_path.with_name(f"{output_path.stem}.mask.tif")) if probabilities else output_path
     try:
         if geojson_wgs84 and geojson is not None and reader.crs is None:
             raise ValueError(f"--geojson-wgs84 needs a georeferenced scene; {input_path} has no CRS")
@@ -385,7 +386,7 @@ def predict_file(
         for writer, _ in writers:
             writer.discard()
         if mask_path != output_path:
-            mask_path.unlink(missing_ok=True)
+            remove(mask_path)
         reader.close()
     return output_path
 

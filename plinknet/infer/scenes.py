@@ -14,6 +14,7 @@ What a GIS user can hand ``plinknet predict`` and what comes back:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import warnings
@@ -26,7 +27,7 @@ import rasterio.warp
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from plinknet.files import temporary_name
+from plinknet.files import disk_full, land, remove, temporary_name
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 
@@ -119,12 +120,14 @@ class SceneReader:
 def find_scenes(inputs: list[str | os.PathLike]) -> list[Path]:
     """Raster files named by ``inputs``: files, folders (their rasters) and glob patterns, sorted, once each.
 
+    A path that exists is taken as itself, even when its name holds ``*``, ``?`` or ``[``.
+
     Raises:
         FileNotFoundError: an input that names nothing, or a folder or pattern without rasters.
     """
     found: list[Path] = []
     for item in map(str, inputs):
-        if any(ch in item for ch in "*?["):
+        if not Path(item).exists() and any(ch in item for ch in "*?["):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
         elif Path(item).is_dir():  # hidden files are partial outputs being written
             matches = sorted(p for p in Path(item).iterdir()
@@ -225,18 +228,32 @@ class RasterWriter:
             self.pending = [block[len(block) - keep :]] if keep else []
 
     def _write(self, rows: np.ndarray) -> None:
-        self.dataset.write(rows, 1, window=Window(0, self.row, self.width, len(rows)))
+        try:
+            self.dataset.write(rows, 1, window=Window(0, self.row, self.width, len(rows)))
+        except Exception as error:
+            self._raise_disk_full(error)
+            raise
         self.row += len(rows)
 
     def commit(self) -> Path:
         if self.row != self.height:
             raise RuntimeError(f"{self.path}: {self.row} of {self.height} rows written")
-        self.dataset.close()
-        os.replace(self.partial, self.path)
-        return self.path
+        try:
+            self.dataset.close()  # GDAL flushes its last blocks here
+        except Exception as error:
+            self._raise_disk_full(error)
+            raise
+        return land(self.partial, self.path)
+
+    def _raise_disk_full(self, error: Exception) -> None:
+        full = disk_full(error, self.path)
+        if full is not None:
+            self.discard()  # first: its bytes are what filled the disk
+            raise full from error
 
     def discard(self) -> None:
         if not self.dataset.closed:
-            self.dataset.close()
-        self.partial.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):  # on a full disk its last flush fails too: the file goes anyway
+                self.dataset.close()
+        remove(self.partial)
 

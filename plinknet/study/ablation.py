@@ -146,12 +146,15 @@ def run_ablation(
     runs_only: bool = False,
     processes: int = 1,
     data_sha256: str | None = None,
+    retrain: bool = False,
 ) -> dict | None:
     """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
 
     A record in ``out_dir/runs`` is reused when its recipe, scored split and tiles, threshold, window and data
     checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
-    retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`).
+    retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`),
+    and so does a record to score again (or train on) whose checkpoint of the same recipe is not in ``runs_dir``,
+    unless ``retrain`` asks to train such runs again from scratch.
 
     Before anything is written the data are read once: every tile checked and the data hashed in one pass
     (:func:`plinknet.data.checks.check_and_hash`, remembered), and the encoder's ImageNet weights fetched once; the
@@ -175,6 +178,8 @@ def run_ablation(
         runs_only: train and score the runs asked for and write their records only (a job of a job array).
         processes: worker processes to share the runs among (see above); 1 runs them here.
         data_sha256: the data's checksum, when the calling process has checked and hashed them (a worker's).
+        retrain: train again, from scratch, the archived runs whose checkpoints are not in ``runs_dir`` (their new
+            records replace the archived ones); without it such runs stop everything before anything is written.
 
     Returns:
         The summary (also written to ``summary.json``); None with ``runs_only``.
@@ -196,7 +201,7 @@ def run_ablation(
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
     if data_sha256 is None:
         data_sha256 = _check_and_hash(base.data_dir, progress)
-    todo, scoring = _plan(base, seeds, models, out, runs_dir, split, data_sha256)
+    todo, scoring = _plan(base, seeds, models, out, runs_dir, split, data_sha256, retrain)
     if todo:
         fetch_encoder_weights(base)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -205,7 +210,7 @@ def run_ablation(
     started = time.perf_counter()
     checked = replace(base, check_data=False)  # read once above: the runs neither check nor hash the data again
     if processes > 1 and todo:
-        _run_in_processes(checked, todo, out, runs_dir, split, processes, gpus, data_sha256)
+        _run_in_processes(checked, todo, out, runs_dir, split, processes, gpus, data_sha256, retrain)
     else:
         for model, seed, why in todo:
             print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
@@ -234,12 +239,13 @@ def _record_path(out: Path, seed: int, model: str) -> Path:
     return out / "runs" / f"seed{seed}-{MODELS[model]}.json"
 
 
-def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str,
-          data_sha256: str) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
+def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha256: str,
+          retrain: bool = False) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
     """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
 
     Raises:
-        ArchiveError: a record of another recipe (or of more epochs) is in the archive.
+        ArchiveError: a record of another recipe (or of more epochs) is in the archive, or (without ``retrain``) a
+            record to score again or train on has no checkpoint of its recipe in ``runs_dir``.
     """
     from plinknet.data.tiles import find_tiles
     from plinknet.train.config import recipe_changes
@@ -247,7 +253,7 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str,
     tiles = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
     scoring = {"split": split, "tiles": tiles, "threshold": base.threshold, "window": base.crop_size,
                "data_sha256": data_sha256}  # fmt: skip
-    todo = []
+    todo, unreachable = [], []
     for seed in seeds:
         for model in models:
             record_path = _record_path(out, seed, model)
@@ -264,12 +270,42 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str,
                                    f"--out (plinknet never replaces an archived run)")  # fmt: skip
             rescore = scoring_changes(record, scoring)
             if recorded_epochs < base.epochs:  # a longer schedule: the run is resumed, then scored again
-                todo.append((model, seed, f"training on from epoch {recorded_epochs} to {base.epochs} in"))
+                why, needed = f"training on from epoch {recorded_epochs} to {base.epochs} in", "last.pt"
             elif rescore:
-                todo.append((model, seed, f"scoring again ({'; '.join(rescore)}) from"))
+                why, needed = f"scoring again ({'; '.join(rescore)}) from", "best.pt"
             else:
                 print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+                continue
+            config = model_config(base, model, seed, runs_dir)
+            missing = _missing_checkpoint(Path(config.out_dir), needed, config)
+            if missing and not retrain:
+                unreachable.append(f"{record_path} ({why.rsplit(' ', 1)[0]}) needs {missing}; recorded run folder: "
+                                   f"{record['config'].get('out_dir')}")  # fmt: skip
+            elif missing:
+                todo.append((model, seed, f"training again from scratch (--retrain; {missing}) into"))
+            else:
+                todo.append((model, seed, why))
+    if unreachable:
+        raise ArchiveError(f"{len(unreachable)} archived run(s) would have to be trained again, and ablate never "
+                           f"retrains a run to score it: {'; '.join(unreachable)}. Point --runs-dir at the folder "
+                           f"that holds their checkpoints (now {runs_dir}), or pass --retrain to train them again "
+                           f"from scratch (their new records replace the archived ones). Nothing was written.")
     return todo, scoring
+
+
+def _missing_checkpoint(run: Path, needed: str, config) -> str | None:
+    """None when ``run`` holds ``needed`` (and last.pt) of ``config``'s recipe; else what is missing, in words."""
+    from plinknet.train.config import recipe_changes
+
+    for name in dict.fromkeys((needed, "last.pt")):
+        if not (run / name).is_file():
+            return f"{run / name}, not found"
+    try:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError) as error:
+        return f"{run / 'config.yaml'} to read ({error})"
+    changed = recipe_changes(saved or {}, config.to_dict())
+    return f"a run of the same recipe in {run} (it differs: {'; '.join(changed)})" if changed else None
 
 
 def data_kind(data_dir) -> str:
@@ -332,7 +368,7 @@ def _worker_gpus(base, processes: int) -> list[str]:
 
 
 def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, processes: int, gpus: list[str],
-                      data_sha256: str) -> None:  # fmt: skip
+                      data_sha256: str, retrain: bool = False) -> None:  # fmt: skip
     """Share the runs among ``processes`` workers, each a ``plinknet ablate --runs-only`` of one run at a time.
 
     On CUDA worker k sees only ``gpus[k]`` (its ``CUDA_VISIBLE_DEVICES``); every worker runs on its share of this
@@ -393,7 +429,8 @@ def _run_in_processes(base, todo, out: Path, runs_dir: Path, split: str, process
                 started = time.perf_counter()
                 command = [*start, "ablate", "--config", str(config_file), "--seeds",
                            str(seed), "--models", MODELS[model], "--runs-only", "--out", str(out), "--runs-dir",
-                           str(runs_dir), "--split", split, "--data-sha256", data_sha256]  # fmt: skip
+                           str(runs_dir), "--split", split, "--data-sha256", data_sha256,
+                           *(["--retrain"] if retrain else [])]  # fmt: skip
                 with log.open("a") as file:
                     process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env)
                     with lock:

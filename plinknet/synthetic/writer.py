@@ -11,7 +11,7 @@ import rasterio
 from rasterio.transform import Affine
 from tqdm import tqdm
 
-from plinknet.files import atomic_folder
+from plinknet.files import SAMPLE_MANIFEST, atomic_folder
 from plinknet.synthetic.render import SyntheticTile
 from plinknet.synthetic.tiles import CITY_CRS, SyntheticConfig, draw_tile
 
@@ -31,17 +31,22 @@ def ensure_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None)
     try:
         with atomic_folder(root) as partial:
             _draw_sample(partial, seed, config or SyntheticConfig(), progress=True)
+            _write_manifest(partial, seed, config or SyntheticConfig())
     except FileExistsError:  # another process wrote the same sample meanwhile
         if not (root / "train" / "images").is_dir():
             raise
     return root
 
 
-MANIFEST = "plinknet-synth.json"  # in AerialImageDataset/, written last: what the sample is and every file it holds
+MANIFEST = SAMPLE_MANIFEST  # in AerialImageDataset/, written last: what the sample is and every file it holds
 
 
 def _manifest(seed: int, config: SyntheticConfig) -> dict:
     return {"kind": "synthetic", "seed": seed, "config": {**asdict(config), "cities": list(config.cities)}}
+
+
+def _write_manifest(root: Path, seed: int, config: SyntheticConfig) -> None:
+    (root / MANIFEST).write_text(json.dumps({**_manifest(seed, config), "files": _sample_files(root)}, indent=1))
 
 
 def _sample_files(root: Path) -> list[str]:
@@ -53,12 +58,13 @@ def write_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None, 
     """``plinknet synth``: the sample in ``out_dir``, never mixed with another; returns (AerialImageDataset, written).
 
     A folder that already holds the complete sample of the same seed and sizes is left as it is (``written`` is
-    False). A folder holding anything else (another sample, an incomplete one, other files) is refused, or with
-    ``overwrite`` its AerialImageDataset is replaced whole. The sample is written beside the folder and moved in
+    False). Another sample, or an incomplete one, is refused, or with ``overwrite`` replaced whole. Data that
+    plinknet did not write (no manifest: a download, a user's files) and files that are not of the sample are
+    refused, with or without ``overwrite``, and named. The sample is written beside the folder and moved in
     when complete, with a manifest of its parameters and files.
 
     Raises:
-        FileExistsError: ``out_dir`` holds something else; the message says what.
+        FileExistsError: ``out_dir`` holds something else; the message says what (and names a user's files).
     """
     config = config or SyntheticConfig()
     out_dir = Path(out_dir)
@@ -68,15 +74,18 @@ def write_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None, 
     if others:
         raise FileExistsError(f"{out_dir} holds other files ({', '.join(others[:5])}); plinknet synth writes only "
                               f"into an empty folder or one holding a sample: choose another --out")  # fmt: skip
-    if root.exists():
+    if root.exists() and any(root.iterdir()):
         manifest_path = root / MANIFEST
-        found = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        try:
+            found = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        except (ValueError, OSError) as error:
+            raise FileExistsError(f"{manifest_path} cannot be read ({error}): cut or edited, so plinknet cannot tell "
+                                  f"which files are its own; move {root} away or choose another --out") from None
         if found is not None and {k: found.get(k) for k in wanted} == wanted:
             missing = sorted(set(found.get("files", [])) - set(_sample_files(root)))
-            extra = sorted(set(_sample_files(root)) - set(found.get("files", [])))
-            if not missing and not extra:
+            if not missing and not _not_of_sample(root, found):
                 return root, False
-            why = f"an incomplete or altered sample ({len(missing)} file(s) missing, {len(extra)} not of the sample)"
+            why = f"an incomplete sample ({len(missing)} file(s) missing: {', '.join(missing[:3])})"
         elif found is not None:
             differ = [f"{k} {found['config'].get(k)!r} (asked {v!r})" for k, v in wanted["config"].items()
                       if found["config"].get(k) != v]  # fmt: skip
@@ -84,14 +93,25 @@ def write_sample(out_dir, seed: int = 0, config: SyntheticConfig | None = None, 
                 differ.insert(0, f"seed {found.get('seed')} (asked {seed})")
             why = f"another sample: {', '.join(differ)}"
         else:
-            why = "files without a plinknet manifest (an older or interrupted sample, or other data)"
+            raise FileExistsError(f"{root} holds data that plinknet did not write (no {MANIFEST}: a download, or "
+                                  f"your own files); plinknet synth never replaces it: choose another --out")
+        extra = _not_of_sample(root, found)
+        if extra:
+            raise FileExistsError(f"{root} holds {len(extra)} file(s) that are not of the sample: "
+                                  f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}; plinknet deletes "
+                                  f"nothing it did not write: move them away, or choose another --out")  # fmt: skip
         if not overwrite:
             raise FileExistsError(f"{root} holds {why}; use --overwrite to replace it whole, or another --out")
 
     with atomic_folder(root, replace=overwrite) as partial:  # an old sample goes once the new is whole
         _draw_sample(partial, seed, config, progress)
-        (partial / MANIFEST).write_text(json.dumps({**wanted, "files": _sample_files(partial)}, indent=1))
+        _write_manifest(partial, seed, config)
     return root, True
+
+
+def _not_of_sample(root: Path, manifest: dict) -> list[str]:
+    """The files in ``root`` that its manifest does not list (a user's, then), relative to ``root``."""
+    return sorted(set(_sample_files(root)) - set(manifest.get("files", [])))
 
 
 def _profile(city: str, n: int, size: int, resolution: float, compress: bool = True) -> dict:

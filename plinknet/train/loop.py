@@ -39,7 +39,7 @@ from plinknet.data.dataset import InriaDataset, collate_crops
 from plinknet.data.tiles import InriaDataError
 from plinknet.data.transforms import prepare_batch
 from plinknet.device import autocast, grad_scaler, loader_workers, precision_label, prepare_model, resolve_device
-from plinknet.files import save_torch, write_text
+from plinknet.files import RUN_OWN_FILES, remove, save_torch, write_text
 from plinknet.loss import DiceBCELoss
 from plinknet.metrics import METRIC_NAMES, BinaryConfusion
 from plinknet.model import PLinkNet
@@ -52,6 +52,8 @@ from plinknet.train.run import (
     _rng_state,
     _set_rng_state,
     _write_history,
+    best_of,
+    complete_epoch,
     launch_comment,
     seed_everything,
 )
@@ -197,6 +199,7 @@ def train_or_reuse(config: TrainConfig) -> Path:
                                  f"choose another folder (plinknet never deletes a run)")  # fmt: skip
         return train(config)
     try:
+        complete_epoch(out)  # a kill between an epoch's saves: its best.pt and history.csv written from last.pt
         state = load_state(out / "last.pt")
     except ValueError as error:
         raise RunFolderError(f"{out}: {error}; move it away or choose another folder") from None
@@ -291,8 +294,7 @@ def train(
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         if overwrite:
-            for name in (*RUN_FILES, "config.yaml", "metrics.json"):
-                (out / name).unlink(missing_ok=True)
+            remove(*(out / name for name in RUN_OWN_FILES))  # checked together: refused unless out holds a run
     if config.cache_dir is not None:  # each local rank decodes its share, then all use all
         local_rank, local_size = distributed.local_rank_and_size()
         tiles = train_set.tiles + val_set.tiles
@@ -404,10 +406,9 @@ def train(
                     "best_on": val_split,
                     "provenance": record,
                 }
-                save_torch(checkpoint, out / "last.pt")
-                if improved:  # weights and configs only: half the size, all that prediction needs
-                    best = {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng", "scaler")}
-                    save_torch(best, out / "best.pt")
+                save_torch(checkpoint, out / "last.pt")  # the epoch's commit point: complete_epoch() redoes the rest
+                if improved:
+                    save_torch(best_of(checkpoint), out / "best.pt")
                 _write_history(out / "history.csv", history)
                 tqdm.write(
                     f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "

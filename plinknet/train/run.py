@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from plinknet.checkpoint import load_state
-from plinknet.files import atomic_path
+from plinknet.files import atomic_path, save_torch
 from plinknet.metrics import METRIC_NAMES
 from plinknet.train.config import SAFE_ON_RESUME, RunFolderError, TrainConfig, recipe_changes
 
@@ -65,6 +65,51 @@ def _write_history(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: row[k] for k in HISTORY_COLUMNS})
 
 
+BEST_DROPS = ("optimizer", "scheduler", "rng", "scaler")  # best.pt: weights and configs only, all prediction needs
+
+
+def best_of(checkpoint: dict) -> dict:
+    """``best.pt``'s content from an epoch's ``last.pt`` content (the weights and configs, half the size)."""
+    return {k: v for k, v in checkpoint.items() if k not in BEST_DROPS}
+
+
+def complete_epoch(out: str | Path) -> list[str]:
+    """Finish the saves of the epoch that ``last.pt`` holds, when a kill came between them; returns what was redone.
+
+    An epoch saves ``last.pt`` first (its commit point: it holds the whole history), then ``best.pt`` when the
+    epoch improved, then ``history.csv``. After a kill between two of them, ``best.pt`` (when the last epoch is the
+    best: its weights are ``last.pt``'s) and ``history.csv`` are written again from ``last.pt``, so the run resumes
+    or is finished as if the kill had not come.
+
+    Raises:
+        ValueError: ``last.pt`` cannot be read.
+    """
+    out = Path(out)
+    if not (out / "last.pt").is_file():
+        return []
+    state = load_state(out / "last.pt")
+    history, redone = state.get("history") or [], []
+    if not history:
+        return []
+    best_row = max(history, key=lambda row: row["iou"])  # the first of equal ones, as training picks it
+    if best_row["epoch"] == history[-1]["epoch"]:
+        try:
+            saved_best = load_state(out / "best.pt")["epoch"]
+        except (FileNotFoundError, ValueError):
+            saved_best = None
+        if saved_best != state["epoch"]:
+            save_torch(best_of(state), out / "best.pt")
+            redone.append("best.pt")
+    try:
+        written = read_history(out)
+    except (OSError, ValueError, KeyError):
+        written = None
+    if written is None or [row["epoch"] for row in written] != [row["epoch"] for row in history]:
+        _write_history(out / "history.csv", history)
+        redone.append("history.csv")
+    return redone
+
+
 def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
     """Check the run folder before any work; returns the state to resume from (or None).
 
@@ -78,6 +123,7 @@ def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None
     if resume:
         if not (out / "last.pt").is_file():
             raise RunFolderError(f"cannot resume: {out / 'last.pt'} does not exist (train without --resume to start)")
+        complete_epoch(out)  # a kill between the last epoch's saves: finish them first
         state = load_state(out / "last.pt")
         saved, given = state["config"], config.to_dict()
         changed = recipe_changes(saved, given)

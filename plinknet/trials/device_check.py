@@ -53,7 +53,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -71,7 +70,7 @@ import torch
 import yaml
 
 from plinknet import device as devices
-from plinknet.files import write_text
+from plinknet.files import NotPlinknetsError, mark_folder, remove, write_text
 from plinknet.provenance import provenance
 
 BUDGET_S = 480  # the whole check on one H100/H200
@@ -255,7 +254,7 @@ class Check:
                                 data_dir=data, workers=s.train_workers)  # fmt: skip
         concurrent = concurrent_loader_rates(data, s.node_gpus, devices.loader_workers(s.node_gpus),
                                              s.train_size, s.train_batch, s.concurrent_crops)  # fmt: skip
-        shutil.rmtree(data)  # room for the next steps' files
+        remove(data)  # room for the next steps' files
         (row,) = bench["rows"]
         return {"size": bench["size"], "batch": bench["batch"], "steps": bench["steps"], "workers": bench["workers"],
                 "precision": bench["precision"],
@@ -278,7 +277,7 @@ class Check:
                               memory_sizes=s.predict_memory_sizes, repeats=s.predict_repeats,
                               encoder_name=s.predict_encoder, crop_size=s.predict_crop, workdir=work)  # fmt: skip
         self.note_temp()
-        shutil.rmtree(work)
+        remove(work)
         # the network loaded once, then the tile timed: what each tile costs in `plinknet predict --out-dir`
         scene = write_scene(self.temp / "tile.tif", s.predict_tile_size, seed=1)
         torch.manual_seed(0)
@@ -293,8 +292,8 @@ class Check:
                              network=network)  # fmt: skip
                 times.append(time.perf_counter() - started)
                 self.note_temp()
-                output.unlink()
-        scene.unlink()
+                remove(output)
+        remove(scene)
         del network
         pixels = 5000**2 / s.predict_tile_size**2  # 1 at the GPU sizes
         return {"tile_size": s.predict_tile_size, "extrapolated": s.predict_tile_size != 5000,
@@ -542,7 +541,7 @@ def private_temporary_folder():
     """A folder for everything of the run's own, deleted at the end; meanwhile the TMPDIR and PLINKNET_CACHE of this
     process and its children, so that what libraries leave there (compile caches, session files, remembered data
     checks, ONNX exports) goes too."""
-    temp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    temp = mark_folder(tempfile.mkdtemp(prefix="gpu-check-"), "the device check's own files, deleted at its end")
     tmp = temp / "t"  # short: DataLoader workers make unix sockets below it, 107 characters at most
     tmp.mkdir()
     saved = {key: os.environ.get(key) for key in ("PLINKNET_CACHE", "TMPDIR")}
@@ -559,7 +558,12 @@ def private_temporary_folder():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        shutil.rmtree(temp, ignore_errors=True)
+        try:
+            remove(temp)
+        except NotPlinknetsError:
+            raise
+        except OSError as error:  # a child still writing there: what is left is marked, any later remove() takes it
+            print(f"device check: could not delete all of {temp}: {error}", file=sys.stderr)
 
 
 def run_steps(check: Check, report: dict, started: float) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import yaml
 
 from plinknet.bench.memory import TreeMemory
 from plinknet.data.tiles import find_tiles
+from plinknet.files import NotPlinknetsError, mark_folder, remove
 from plinknet.provenance import provenance
 
 RECIPE = ("epochs", "batch_size", "crop_size", "lr", "lr_milestones")  # taken from paper.yaml
@@ -59,14 +59,17 @@ def phase(name: str, cmd: list[str], log: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--data-dir", type=Path, default=Path("data/inria-scale"), help="Inria-size dataset")
-    parser.add_argument("--out", type=Path, default=Path("runs/rehearsal"), help="run folder (replaced)")
+    parser.add_argument("--out", type=Path, default=Path("runs/rehearsal"),
+                        help="run folder: a new one, or one an earlier rehearsal made (replaced)")  # fmt: skip
     parser.add_argument("--recipe", type=Path, default=Path("book/params/paper.yaml"), help="make paper's recipe")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per training process")
     args = parser.parse_args()
     plinknet = [sys.executable, "-m", "plinknet"]
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+    try:
+        remove(args.out)  # only a folder an earlier rehearsal made (it carries plinknet's mark)
+    except NotPlinknetsError as error:
+        sys.exit(f"rehearsal: {error}")
+    mark_folder(args.out, "a scale rehearsal's runs and logs (replaced by the next rehearsal)")
     rows = []
     if not (args.data_dir / "AerialImageDataset").is_dir():
         synth = [*plinknet, "synth", "--out", str(args.data_dir), "--inria-scale"]
