@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +179,30 @@ def temporary_name(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for ``what``, waiting (and saying so) while another process holds it.
+
+    An ``flock`` on the file: the kernel releases it when its holder exits or is killed, so a dead holder never
+    leaves it stuck. The file stays, empty and never written (taking the lock changes no file), and means nothing
+    when no one holds it.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process, which holds {path} ({what})", file=sys.stderr, flush=True)
+            fcntl.flock(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def land(temporary: str | os.PathLike, path: str | os.PathLike) -> Path:

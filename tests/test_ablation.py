@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from helpers import _descendants, fingerprint
 
@@ -135,6 +136,23 @@ def test_ablate_command_line(lab_sample, tmp_path):
     one_seed = [*cmd[:7], "3", *cmd[9:]]  # no spread to measure
     result = subprocess.run(one_seed, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "two distinct seeds" in result.stderr
+
+
+def test_two_ablates_on_one_archive_at_once_train_each_run_once(lab_sample, tmp_path):
+    """The second waits for the run the first trains (an flock on the run), then finds it done."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny(lab_sample).to_dict()))
+    cmd = [sys.executable, "-m", "plinknet", "ablate", "--config", str(config), "--seeds", "0", "1", "--out",
+           str(tmp_path / "archive"), "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    both = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=900) for proc in both]
+    assert [proc.returncode for proc in both] == [0, 0], [err[-2000:] for _, err in outputs]
+    said = "".join(out + err for out, err in outputs)
+    assert "waiting for another process" in said and "done by another process" in said, said[-3000:]
+    for checkpoint in sorted((tmp_path / "runs").rglob("last.pt")):  # every run trained by one process, once
+        assert len(torch.load(checkpoint, weights_only=True)["launches"]) == 1
+    assert said.count("training into") == 4, said[-3000:]
+    assert len(list((tmp_path / "archive" / "runs").glob("*.json"))) == 4
 
 
 VARYING = ("wall_seconds_this_call", "compute_seconds", "provenance", "runs_provenance")  # when and how long

@@ -300,3 +300,25 @@ def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
             as tmp:  # fmt: skip
         (tmp / "tile.bin").write_bytes(os.urandom(3 << 20))
     assert sorted(os.listdir(small_disk)) == ["run"]
+
+
+def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
+    import signal
+    import time
+
+    from plinknet.files import exclusive
+
+    lock = tmp_path / ".run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom plinknet.files import exclusive\n"
+                               f"with exclusive({str(lock)!r}, 'a test'):\n    print('held', flush=True)\n"
+                               "    time.sleep(600)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    waiter = subprocess.Popen([sys.executable, "-c", f"from plinknet.files import exclusive\n"
+                               f"with exclusive({str(lock)!r}, 'a test'):\n    print('got it')"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(3)
+    assert waiter.poll() is None  # waits while the holder lives
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    out, err = waiter.communicate(timeout=30)
+    assert out.strip() == "got it" and "waiting for another process, which holds" in err and lock.name in err

@@ -620,3 +620,21 @@ def test_a_kill_between_an_epochs_saves_leaves_a_run_that_finishes(tmp_path, mon
     assert all(torch.equal(best["model"][k], expected["model"][k]) for k in expected["model"])
     with pytest.raises(RunFolderError, match="already trained 2 of 2"):  # finished, not stuck
         train(config, resume=True)
+
+
+def test_a_run_is_not_resumed_on_data_replaced_under_it(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    config = tiny(tmp_path, data_dir=str(data), epochs=2)
+    stop_after_first_epoch(train, config)
+    before = fingerprint(config.out_dir)
+    masks = sorted((data / "AerialImageDataset" / "train" / "gt").iterdir())
+    with rasterio.open(masks[0]) as src:
+        profile, pixels = src.profile, src.read()
+    with rasterio.open(masks[0], "w", **{**profile, "compress": "deflate"}) as dst:  # another file, another size
+        dst.write(1 - pixels)
+    for resume in (lambda: train(config, resume=True), lambda: train_or_reuse(config)):
+        with pytest.raises(RunFolderError, match=rf"other data than {data} holds now \(1 file\(s\) of another size: "
+                                                 rf"train/gt/{masks[0].name}\)"):  # fmt: skip
+            resume()
+    assert fingerprint(config.out_dir) == before

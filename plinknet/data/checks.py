@@ -151,6 +151,25 @@ def data_files(root: str | os.PathLike) -> tuple[Path, list[Path]]:
     return base, sorted(p for p in (base / "train").rglob("*") if p.is_file())
 
 
+def data_listing(root: str | os.PathLike) -> dict[str, int]:
+    """Every file under the dataset's ``train/``: its path (relative, so a moved copy matches) and size; instant."""
+    base, files = data_files(root)
+    return {str(path.relative_to(base)): path.stat().st_size for path in files}
+
+
+def listing_changes(saved: dict[str, int], now: dict[str, int], limit: int = 5) -> list[str]:
+    """What differs between two :func:`data_listing` results, in words (at most ``limit`` files named)."""
+    gone = sorted(set(saved) - set(now))
+    added = sorted(set(now) - set(saved))
+    resized = sorted(name for name in set(saved) & set(now) if saved[name] != now[name])
+    changes = []
+    for what, names in (("gone", gone), ("added", added), ("of another size", resized)):
+        if names:
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            changes.append(f"{len(names)} file(s) {what}: {', '.join(names[:limit])}{more}")
+    return changes
+
+
 def data_checksum(root: str | os.PathLike) -> str:
     """SHA-256 over the relative path and bytes of every file under ``AerialImageDataset/train``.
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import yaml
 
-from plinknet.files import atomic_path, write_json, write_text
+from plinknet.files import atomic_path, exclusive, write_json, write_text
 from plinknet.metrics import METRIC_NAMES, metrics_from_counts
 from plinknet.provenance import provenance
 from plinknet.study.paper import MODELS
@@ -213,9 +213,16 @@ def run_ablation(
         _run_in_processes(checked, todo, out, runs_dir, split, processes, gpus, data_sha256, retrain)
     else:
         for model, seed, why in todo:
-            print(f"{model}, seed {seed}: {why} {model_config(base, model, seed, runs_dir).out_dir}", flush=True)
-            record = run_one(checked, model, seed, runs_dir, split, progress, data_sha256=data_sha256)
-            write_json(record, _record_path(out, seed, model))
+            run_dir = model_config(base, model, seed, runs_dir).out_dir
+            with exclusive(Path(run_dir).parent / f".{Path(run_dir).name}.lock", f"the run {run_dir}"):
+                # another ablate may have done it while this one waited: plan it again, under the lock
+                again, _ = _plan(base, [seed], [model], out, runs_dir, split, data_sha256, retrain, quiet=True)
+                if not again:
+                    print(f"{model}, seed {seed}: done by another process ({_record_path(out, seed, model)})")
+                    continue
+                print(f"{model}, seed {seed}: {why} {run_dir}", flush=True)
+                record = run_one(checked, model, seed, runs_dir, split, progress, data_sha256=data_sha256)
+                write_json(record, _record_path(out, seed, model))
     if runs_only:
         return None
     records = [json.loads(_record_path(out, s, m).read_text()) for s in seeds for m in MODELS]
@@ -240,7 +247,7 @@ def _record_path(out: Path, seed: int, model: str) -> Path:
 
 
 def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha256: str,
-          retrain: bool = False) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
+          retrain: bool = False, quiet: bool = False) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
     """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
 
     Raises:
@@ -274,7 +281,8 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha25
             elif rescore:
                 why, needed = f"scoring again ({'; '.join(rescore)}) from", "best.pt"
             else:
-                print(f"{model}, seed {seed}: done ({record_path})", flush=True)
+                if not quiet:
+                    print(f"{model}, seed {seed}: done ({record_path})", flush=True)
                 continue
             config = model_config(base, model, seed, runs_dir)
             missing = _missing_checkpoint(Path(config.out_dir), needed, config)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from plinknet import distributed
 from plinknet.checkpoint import load_state
 from plinknet.data.cache import build_cache
-from plinknet.data.checks import check_tiles
+from plinknet.data.checks import check_tiles, data_listing, listing_changes
 from plinknet.data.dataset import InriaDataset, collate_crops
 from plinknet.data.tiles import InriaDataError
 from plinknet.data.transforms import prepare_batch
@@ -269,6 +269,13 @@ def train(
     out = Path(config.out_dir)
     rank_batch = batch_per_process(config.batch_size, world_size)  # the recipe's batch is the global one
     state = _open_run(config, resume, overwrite)
+    data = data_listing(config.data_dir)  # into every checkpoint: a resume on other data is refused
+    if state is not None and state.get("data_files") is not None:
+        changed = listing_changes(state["data_files"], data)
+        if changed:
+            raise RunFolderError(f"{out} was trained on other data than {config.data_dir} holds now "
+                                 f"({'; '.join(changed)}); resume it on the data it was trained on, or train a new "
+                                 f"run in another folder")  # fmt: skip
     if config.check_data:
         check_data(config, rank, world_size)
     seed_everything(config.seed)
@@ -405,6 +412,7 @@ def train(
                     "best_iou": best_iou,
                     "best_on": val_split,
                     "provenance": record,
+                    "data_files": data,
                 }
                 save_torch(checkpoint, out / "last.pt")  # the epoch's commit point: complete_epoch() redoes the rest
                 if improved:
