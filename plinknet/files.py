@@ -305,8 +305,8 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically: a kill while saving never leaves a broken checkpoint."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # closed on any error: torch's own handle would
+        torch.save(obj, file)  # stay open (and a full disk full) until the garbage collector found it
     return Path(path)
 
 

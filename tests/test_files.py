@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -272,7 +273,7 @@ def small_disk(tmp_path):
                                            capture_output=True).returncode != 0:  # fmt: skip
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
 
 
 def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
@@ -287,6 +288,7 @@ def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
     with pytest.raises(DiskFullError, match=f"no space left .* while writing {checkpoint}; nothing half-written"):
         save_torch({"w": torch.zeros(1_000_000)}, checkpoint)  # 4 MB
     assert checkpoint.read_bytes() == good and os.listdir(checkpoint.parent) == ["last.pt"]
+    assert shutil.disk_usage(small_disk).free > 1.5 * 2**20  # the space is free again: no handle left open
 
     mask = small_disk / "mask.tif"
     writer = RasterWriter(mask, 2048, 2048, None, None, 255, {})
@@ -294,12 +296,12 @@ def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
         for row in range(0, 2048, 256):
             writer.write(np.random.default_rng(row).integers(0, 255, (256, 2048), dtype=np.uint8))
         writer.commit()
-    assert sorted(os.listdir(small_disk)) == ["run"]
+    assert sorted(os.listdir(small_disk)) == ["run"] and shutil.disk_usage(small_disk).free > 1.5 * 2**20
 
     with pytest.raises(DiskFullError, match="AerialImageDataset"), atomic_folder(small_disk / "AerialImageDataset") \
             as tmp:  # fmt: skip
         (tmp / "tile.bin").write_bytes(os.urandom(3 << 20))
-    assert sorted(os.listdir(small_disk)) == ["run"]
+    assert sorted(os.listdir(small_disk)) == ["run"] and shutil.disk_usage(small_disk).free > 1.5 * 2**20
 
 
 def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
