@@ -308,8 +308,6 @@ def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
     import signal
     import time
 
-    from plinknet.files import exclusive
-
     lock = tmp_path / ".run.lock"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom plinknet.files import exclusive\n"
                                f"with exclusive({str(lock)!r}, 'a test'):\n    print('held', flush=True)\n"
