@@ -130,9 +130,9 @@ clean:
 	rm -rf _build .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
-# runs/ (every run's checkpoints, the demo's and make paper's included): lists it, and deletes only with CONFIRM=yes.
+# runs/ (every run's checkpoints, the demo's and make paper's included): lists it and says how to delete it by hand.
+# Nothing here deletes it: checkpoints are a user's work, and scoring an archive again needs them.
 clean-runs:
 	@if [ ! -d runs ]; then echo "no runs/ here: nothing to delete"; exit 0; fi; \
 	echo "runs/ holds (checkpoints included: scoring an archive again needs them):"; du -sh runs/* runs/.[!.]* 2>/dev/null; \
-	if [ "$(CONFIRM)" = yes ]; then rm -rf runs && echo "deleted runs/"; \
-	else echo "nothing deleted; to delete all of it: make clean-runs CONFIRM=yes"; fi
+	echo "nothing deleted; if none of it is wanted any more, delete it yourself: rm -r runs"

@@ -218,7 +218,7 @@ def test_nothing_deletes_but_the_one_guarded_function():
     assert not offenders, offenders
 
 
-def test_make_clean_keeps_runs_and_clean_runs_needs_a_confirmation(tmp_path):
+def test_make_clean_keeps_runs_and_clean_runs_only_lists_them(tmp_path):
     for folder in ("_build/html", "runs/ablation/seed0", "results/x", "book/__pycache__", ".venv/lib/__pycache__"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "runs/ablation/seed0/best.pt").write_bytes(b"checkpoint")
@@ -233,11 +233,10 @@ def test_make_clean_keeps_runs_and_clean_runs_needs_a_confirmation(tmp_path):
     assert not (tmp_path / "_build").exists() and not (tmp_path / "book/__pycache__").exists()
     assert (tmp_path / "runs/ablation/seed0/best.pt").is_file() and (tmp_path / "results/x").is_dir()
     assert (tmp_path / ".venv/lib/__pycache__").is_dir()
-    listed = make("clean-runs")
-    assert "runs/ablation" in listed and "nothing deleted" in listed and "CONFIRM=yes" in listed
-    assert (tmp_path / "runs/ablation/seed0/best.pt").is_file()
-    assert "deleted runs/" in make("clean-runs", "CONFIRM=yes") and not (tmp_path / "runs").exists()
-    assert (tmp_path / "results/x").is_dir()
+    for confirm in ([], ["CONFIRM=yes"]):
+        listed = make("clean-runs", *confirm)
+        assert "runs/ablation" in listed and "nothing deleted" in listed and "rm -r runs" in listed
+        assert (tmp_path / "runs/ablation/seed0/best.pt").is_file() and (tmp_path / "results/x").is_dir()
 
 
 def test_the_scale_rehearsal_replaces_only_a_folder_it_made(tmp_path, monkeypatch):
