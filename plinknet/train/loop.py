@@ -32,7 +32,6 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from plinknet import distributed
-from plinknet.checkpoint import load_state
 from plinknet.data.cache import build_cache
 from plinknet.data.checks import check_tiles, data_listing, listing_changes
 from plinknet.data.dataset import InriaDataset, collate_crops
@@ -199,8 +198,7 @@ def train_or_reuse(config: TrainConfig) -> Path:
                                  f"choose another folder (plinknet never deletes a run)")  # fmt: skip
         return train(config)
     try:
-        complete_epoch(out)  # a kill between an epoch's saves: its best.pt and history.csv written from last.pt
-        state = load_state(out / "last.pt")
+        state = complete_epoch(out)  # a kill between an epoch's saves: best.pt and history.csv written from last.pt
     except ValueError as error:
         raise RunFolderError(f"{out}: {error}; move it away or choose another folder") from None
     changed = recipe_changes(state["config"], config.to_dict())

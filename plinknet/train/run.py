@@ -73,8 +73,8 @@ def best_of(checkpoint: dict) -> dict:
     return {k: v for k, v in checkpoint.items() if k not in BEST_DROPS}
 
 
-def complete_epoch(out: str | Path) -> list[str]:
-    """Finish the saves of the epoch that ``last.pt`` holds, when a kill came between them; returns what was redone.
+def complete_epoch(out: str | Path) -> dict | None:
+    """Finish the saves of the epoch that ``last.pt`` holds, when a kill came between them; returns ``last.pt``'s state.
 
     An epoch saves ``last.pt`` first (its commit point: it holds the whole history), then ``best.pt`` when the
     epoch improved, then ``history.csv``. After a kill between two of them, ``best.pt`` (when the last epoch is the
@@ -86,11 +86,11 @@ def complete_epoch(out: str | Path) -> list[str]:
     """
     out = Path(out)
     if not (out / "last.pt").is_file():
-        return []
+        return None
     state = load_state(out / "last.pt")
-    history, redone = state.get("history") or [], []
+    history = state.get("history") or []
     if not history:
-        return []
+        return state
     best_row = max(history, key=lambda row: row["iou"])  # the first of equal ones, as training picks it
     if best_row["epoch"] == history[-1]["epoch"]:
         try:
@@ -99,15 +99,13 @@ def complete_epoch(out: str | Path) -> list[str]:
             saved_best = None
         if saved_best != state["epoch"]:
             save_torch(best_of(state), out / "best.pt")
-            redone.append("best.pt")
     try:
         written = read_history(out)
     except (OSError, ValueError, KeyError):
         written = None
     if written is None or [row["epoch"] for row in written] != [row["epoch"] for row in history]:
         _write_history(out / "history.csv", history)
-        redone.append("history.csv")
-    return redone
+    return state
 
 
 def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
@@ -123,8 +121,7 @@ def _open_run(config: TrainConfig, resume: bool, overwrite: bool) -> dict | None
     if resume:
         if not (out / "last.pt").is_file():
             raise RunFolderError(f"cannot resume: {out / 'last.pt'} does not exist (train without --resume to start)")
-        complete_epoch(out)  # a kill between the last epoch's saves: finish them first
-        state = load_state(out / "last.pt")
+        state = complete_epoch(out)  # a kill between the last epoch's saves: finish them first
         saved, given = state["config"], config.to_dict()
         changed = recipe_changes(saved, given)
         if changed:
