@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file of training options (a book parameter file works too); "
                    "command-line options win")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="one P-LinkNet and one LinkNet34 run per seed")
-    p.add_argument("--out", type=Path, required=True, help="archive folder: results.csv, summary.json, runs/*.json")
+    p.add_argument("--out", type=Path, required=True,
+                   help="archive folder: results.csv, summary.json, runs/*.json; another scoring goes to its "
+                        "scores/<split>-<hash>/ (an archive is never rewritten)")  # fmt: skip
     p.add_argument("--runs-dir", type=Path, help="run folders with checkpoints (default: runs/ablation/<out name>)")
     p.add_argument("--split", default="val", choices=["val", "select", "train", "all"], help="tiles that are scored")
     p.add_argument("--models", nargs="+", choices=["plinknet", "linknet34"], default=["plinknet", "linknet34"],
@@ -176,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ablate --processes hands it to its workers): the data are then neither checked nor "
                         "hashed again")  # fmt: skip
     p.add_argument("--retrain", action="store_true",
-                   help="train again, from scratch, the archived runs to score again (or train on) whose checkpoints "
-                        "are not in --runs-dir; their new records replace the archived ones. Without it ablate "
-                        "refuses, naming them: scoring never trains")  # fmt: skip
+                   help="train again, from scratch, the archived runs that a new scoring needs whose checkpoints "
+                        "are not in --runs-dir; their records go into the new scoring's folder (scores/...), the "
+                        "archived ones stay. Without it ablate refuses, naming them: scoring never trains")  # fmt: skip
     _add_dataclass_options(p, TrainConfig, exclude=("out_dir", "seed"))
 
     p = sub.add_parser("check-data", help="read every tile fully and list every problem, and hash the data, in one "

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 MARK = ".plinknet-made"  # in a folder plinknet made whole (JSON: what it holds): remove() may delete it
 SAMPLE_MANIFEST = "plinknet-synth.json"  # in a synthetic sample's AerialImageDataset/, written last
@@ -40,30 +41,59 @@ class NotPlinknetsError(PermissionError):
     """:func:`remove` refused: the path carries no mark of plinknet's, so it may be a user's."""
 
 
-class DiskFullError(OSError):
+class _Said(OSError):
+    def __str__(self) -> str:  # the words alone, without "[Errno N]"
+        return str(self.strerror)
+
+
+class DiskFullError(_Said):
     """A write failed because its file system is full; the message names the file and the free space."""
 
 
-def disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError | None:
-    """``error`` in words when it came from a full file system while writing ``path``, else None.
+class UnwritableError(_Said, PermissionError):
+    """A write failed because the folder is read-only or not this user's; the message names the file."""
 
-    Libraries say it their own way (torch: "PytorchStreamWriter failed writing file", GDAL: "Write failed"), so
-    besides ``ENOSPC`` anywhere in the chain of errors, a write that failed where under 1 MiB is left counts.
+
+def write_failure(error: BaseException, path: str | os.PathLike) -> OSError | None:
+    """``error`` in plain words, naming ``path`` (not a temporary), when a write of ``path`` failed for want of space
+    (:class:`DiskFullError`) or of permission (:class:`UnwritableError`); else None (raise ``error`` as it is).
+
+    Libraries say a full disk their own way (torch: "PytorchStreamWriter failed writing file", GDAL: "Write
+    failed"), so besides ``ENOSPC`` anywhere in the chain of errors, a write that failed where under 1 MiB is left
+    counts.
     """
-    chain, seen = error, set()
+    chain, seen, found = error, set(), None
     while chain is not None and id(chain) not in seen:
         seen.add(id(chain))
-        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+                                                          errno.EROFS):  # fmt: skip
+            found = chain.errno
             break
         chain = chain.__cause__ or chain.__context__
     folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
+    if found is None and not os.access(folder, os.W_OK):  # a library's words for it (GDAL: "Permission denied")
+        found = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+    if found in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "its file system is read-only" if found == errno.EROFS else "this user may not write there"
+        return UnwritableError(found, f"cannot write {path}: {why} ({folder}); nothing was written: choose a folder "
+                                      f"you can write to")  # fmt: skip
     stat = os.statvfs(folder)
     free = stat.f_bavail * stat.f_frsize
-    if chain is None and free >= 1 << 20:
+    if found is None and free >= 1 << 20:
         return None
     return DiskFullError(errno.ENOSPC, f"no space left on the device of {folder} ({free / 2**20:.1f} MiB free) "
                                        f"while writing {path}; nothing half-written was left, and the previous "
                                        f"file, if any, is kept: free some space and run again")  # fmt: skip
+
+
+def _raise_plainly(error: Exception, path: Path, tmp: Path) -> NoReturn:
+    """Raise ``error`` (a write of ``path`` through ``tmp`` failed) in plain words when :func:`write_failure` has
+    them, after deleting ``tmp`` (its bytes may be what filled the disk); else as it is."""
+    said = write_failure(error, path)
+    if said is None:
+        raise error
+    remove(tmp)
+    raise said from error
 
 
 def plinknets(path: str | os.PathLike) -> str | None:
@@ -161,11 +191,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except Exception as error:
-        full = disk_full(error, path)
-        if full is None:
-            raise
-        remove(tmp)  # first: its bytes are what filled the disk
-        raise full from error
+        _raise_plainly(error, path, tmp)
     finally:
         remove(tmp)
 
@@ -177,7 +203,10 @@ def temporary_name(path: str | os.PathLike) -> Path:
     then :func:`land` it on ``path`` when complete, or :func:`remove` it. Creates the folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (write_failure(error, path) or error) from error
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
@@ -234,7 +263,10 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
         NotPlinknetsError: ``replace`` and ``path`` exists but is not plinknet's (checked before anything is written).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (write_failure(error, path) or error) from error
     if replace and path.exists() and plinknets(path) is None:
         raise NotPlinknetsError(f"plinknet did not replace {path}: it holds files that carry no mark of plinknet's, "
                                 f"so they may be yours; move them away or choose another folder")  # fmt: skip
@@ -243,17 +275,16 @@ def atomic_folder(path: str | os.PathLike, replace: bool = False) -> Iterator[Pa
                 and plinknets(stale):  # fmt: skip
             remove(stale)  # a temporary of a writer that was killed
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as error:
+        raise (write_failure(error, path) or error) from error
     old, landed = None, False
     try:
         try:
             yield tmp
         except Exception as error:
-            full = disk_full(error, path)
-            if full is None:
-                raise
-            remove(tmp)
-            raise full from error
+            _raise_plainly(error, path, tmp)
         if path.exists() and replace:
             old = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
             os.replace(path, old)
@@ -299,6 +330,72 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(value, path: str | os.PathLike) -> Path:
     """Write ``value`` as indented JSON to ``path`` atomically (creating the folder)."""
     return write_text(path, json.dumps(value, indent=1))
+
+
+def write_once(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path``, which must not exist: an archive's files are written once, never rewritten.
+
+    The file is written whole under a temporary name, then linked to ``path`` (``os.link`` fails when ``path``
+    exists: another writer that got there first is never overwritten).
+
+    Returns:
+        True when written; False when ``path`` already holds exactly ``text`` (nothing to do).
+
+    Raises:
+        FileExistsError: ``path`` holds something else; the message names it.
+        DiskFullError: no space for it (nothing is left behind).
+    """
+    path, data = Path(path), text.encode()
+    if not path.exists():
+        tmp = temporary_name(path)
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            pass  # another writer landed it meanwhile: compared below
+        except Exception as error:
+            _raise_plainly(error, path, tmp)
+        finally:
+            remove(tmp)
+    if path.read_bytes() == data:
+        return False
+    raise FileExistsError(f"{path} exists and holds something else; plinknet writes an archive's files once and "
+                          f"never rewrites them")  # fmt: skip
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for piece in iter(lambda: file.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def content_sha256(value: dict, key: str) -> str:
+    """The SHA-256 of a JSON object's contents without its own checksum ``key`` (canonical JSON: sorted keys)."""
+    body = {k: v for k, v in value.items() if k != key}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def seal(value: dict, key: str) -> dict:
+    """``value`` (as JSON would read it back) with ``key``: the checksum of its own contents (:func:`content_sha256`),
+    so that an edit by hand or a cut is found (:func:`check_seal`)."""
+    value = json.loads(json.dumps(value))
+    value.pop(key, None)
+    return {**value, key: content_sha256(value, key)}
+
+
+def check_seal(value, key: str) -> str | None:
+    """None when ``value`` carries a checksum ``key`` that matches its contents; else what is wrong, in words."""
+    if not isinstance(value, dict):
+        return "it is not a JSON object"
+    if key not in value:
+        return f"it carries no checksum ({key})"
+    if value[key] != content_sha256(value, key):
+        return f"its contents do not match its checksum ({key}): it was edited or damaged after plinknet wrote it"
+    return None
 
 
 def save_torch(obj, path: str | os.PathLike) -> Path:

@@ -88,33 +88,75 @@ def test_rerunning_ablate_never_touches_a_checkpoint(lab_sample, tmp_path, monke
     (tmp_path / "archive/runs/seed1-plinknet.json").unlink()  # a lost record: scored again from best.pt
     run_ablation(tiny(lab_sample, epochs=2, workers=1), [0, 1], "archive", tmp_path / "runs", bootstrap_draws=100)
     assert json.loads((tmp_path / "archive/runs/seed1-plinknet.json").read_text())["split"] == "val"
+    archive = fingerprint(tmp_path / "archive")
     selected = run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", split="select", bootstrap_draws=100)
     assert selected["split"] == "select" and selected["tiles"] == [f"{c}6" for c in CITIES]
     assert fingerprint(tmp_path / "runs") == checkpoints
+    [scoring] = (tmp_path / "archive" / "scores").iterdir()  # another scoring: beside the archive's, which stays
+    assert scoring.name.startswith("select-") and json.loads((scoring / "summary.json").read_text()) == selected
+    assert {k: v for k, v in fingerprint(tmp_path / "archive").items() if not k.startswith("scores")} == archive
 
     archive = fingerprint(tmp_path / "archive")  # scoring again where the checkpoints are not: refused, not trained
-    with pytest.raises(ablation.ArchiveError, match=r"(?s)4 archived run.*seed0-plinknet.json \(scoring again.*"
-                       r"elsewhere/seed0/plinknet/best.pt, not found; recorded run folder: runs/seed0/plinknet.*"
-                       r"--runs-dir.*--retrain.*Nothing was written"):  # fmt: skip
-        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", bootstrap_draws=100)
+    with pytest.raises(ablation.ArchiveError, match=r"(?s)4 archived run.*seed0-plinknet.json \(to score again\) "
+                       r"needs .*elsewhere/seed0/plinknet/best.pt, not found; recorded run folder: runs/seed0/plinknet"
+                       r".*--runs-dir.*--retrain.*Nothing was written"):  # fmt: skip
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", split="train",
+                     bootstrap_draws=100)  # fmt: skip
     assert fingerprint(tmp_path / "archive") == archive and not (tmp_path / "elsewhere").exists()
     with pytest.raises(AssertionError, match="trained again"):  # --retrain: asked for, so trained
-        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", bootstrap_draws=100,
-                     retrain=True)  # fmt: skip
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", tmp_path / "elsewhere", split="train",
+                     bootstrap_draws=100, retrain=True)  # fmt: skip
 
     archive = fingerprint(tmp_path / "archive")
     with pytest.raises(ablation.ArchiveError, match="lr: saved 0.01, given 0.02"):
         run_ablation(tiny(lab_sample, epochs=2, lr=0.02), [0, 1], "archive", "runs", bootstrap_draws=100)
-    with pytest.raises(ablation.ArchiveError, match="epochs: saved 2, given 1"):  # fewer epochs than archived
-        run_ablation(tiny(lab_sample, epochs=1), [0, 1], "archive", "runs", bootstrap_draws=100)
+    for epochs in (1, 3):  # fewer epochs than archived, or more: another recipe, never written over the archive
+        with pytest.raises(ablation.ArchiveError, match=f"epochs: saved 2, given {epochs}"):
+            run_ablation(tiny(lab_sample, epochs=epochs), [0, 1], "archive", "runs", bootstrap_draws=100)
+    with pytest.raises(ablation.ArchiveError, match=r"summarizes seeds \[0, 1\], asked \[0, 1, 2\]"):
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1, 2], "archive", "runs", bootstrap_draws=100)
     assert fingerprint(tmp_path / "archive") == archive and fingerprint(tmp_path / "runs") == checkpoints
 
-    monkeypatch.undo()  # a longer schedule: every run trained on from its last epoch, none restarted
+    monkeypatch.undo()  # a longer schedule, into another archive: every run trained on from its last epoch
     monkeypatch.chdir(tmp_path)
-    longer = run_ablation(tiny(lab_sample, epochs=3), [0, 1], "archive", "runs", bootstrap_draws=100)
-    record = json.loads((tmp_path / "archive/runs/seed0-plinknet.json").read_text())
+    longer = run_ablation(tiny(lab_sample, epochs=3), [0, 1], "longer", "runs", bootstrap_draws=100)
+    record = json.loads((tmp_path / "longer/runs/seed0-plinknet.json").read_text())
     assert record["config"]["epochs"] == 3 and [row["epoch"] for row in record["history"]] == [1, 2, 3]
     assert record["history"][:2] == before_history and longer["models"]["P-LinkNet"]["epochs"] == [3, 3]
+    assert fingerprint(tmp_path / "archive") == archive
+    best = tmp_path / "runs/seed0/plinknet/best.pt"  # trained on: best.pt changes, unless epoch 3 was no better
+    best.write_bytes((best.parent / "last.pt").read_bytes())  # so replace it, as a user copying a checkpoint would
+    # the first archive's record no longer describes the checkpoint it names: refused, never trusted
+    with pytest.raises(ablation.ArchiveError, match=r"archive/runs/seed0-plinknet.json was scored from a best.pt of "
+                       r"SHA-256 \w{16}, and runs/seed0/plinknet/best.pt is now \w{16} \(trained on or replaced"):
+        run_ablation(tiny(lab_sample, epochs=2), [0, 1], "archive", "runs", bootstrap_draws=100)
+
+
+def test_a_record_edited_or_cut_is_refused_by_name(lab_sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", bootstrap_draws=100)
+    path = tmp_path / "archive/runs/seed1-linknet34.json"
+    good = path.read_text()
+    monkeypatch.setattr(ablation, "run_one", lambda *a, **k: pytest.fail("a run was scored again"))
+    edited = json.loads(good)
+    edited["per_tile"]["alpine1"][0] += 1000  # counts edited by hand
+    for text, why in ((json.dumps(edited), "do not match its checksum"), (good[: len(good) // 2], "cannot be read"),
+                      (json.dumps({k: v for k, v in edited.items() if k != "record_sha256"}), "carries no checksum"),
+                      ("[1, 2]", "not a JSON object")):  # fmt: skip
+        path.write_text(text)
+        archive = fingerprint(tmp_path / "archive")
+        with pytest.raises(ablation.ArchiveError, match=rf"archive/runs/seed1-linknet34.json.*{why}"):
+            run_ablation(tiny(lab_sample), [0, 1], "archive", "runs", bootstrap_draws=100)
+        assert fingerprint(tmp_path / "archive") == archive
+    path.write_text(good)
+    summary = json.loads((tmp_path / "archive/summary.json").read_text())
+    assert summary["records_sha256"]["seed1-linknet34.json"] == json.loads(good)["record_sha256"]
+    summary["gap_iou_mean"] += 1  # a summary edited by hand: the book refuses to print it
+    (tmp_path / "archive/summary.json").write_text(json.dumps(summary))
+    from plinknet_book.results import load_summary
+
+    with pytest.raises(ablation.ArchiveError, match="archive/summary.json: its contents do not match"):
+        load_summary(tmp_path / "archive")
 
 
 def test_archived_run_records_are_not_ignored_by_git():
@@ -155,7 +197,8 @@ def test_two_ablates_on_one_archive_at_once_train_each_run_once(lab_sample, tmp_
     assert len(list((tmp_path / "archive" / "runs").glob("*.json"))) == 4
 
 
-VARYING = ("wall_seconds_this_call", "compute_seconds", "provenance", "runs_provenance")  # when and how long
+VARYING = ("wall_seconds_this_call", "compute_seconds", "provenance", "runs_provenance",  # when and how long
+           "records_sha256", "summary_sha256")  # and the checksums of records that hold their times
 
 
 def _archive(folder: Path) -> tuple[str, dict, dict]:

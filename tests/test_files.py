@@ -21,6 +21,7 @@ from plinknet.files import (
     plinknets,
     remove,
     temporary_name,
+    write_once,
     write_text,
 )
 
@@ -302,6 +303,83 @@ def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
         (tmp / "tile.bin").write_bytes(os.urandom(3 << 20))
     assert sorted(os.listdir(small_disk)) == ["run"] and shutil.disk_usage(small_disk).free > 1.5 * 2**20
 
+    with pytest.raises(DiskFullError, match=f"while writing {small_disk / 'summary.json'}"):
+        write_once(small_disk / "summary.json", "x" * (3 << 20))
+    assert sorted(os.listdir(small_disk)) == ["run"] and shutil.disk_usage(small_disk).free > 1.5 * 2**20
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted ro; as root, where file modes do not stop a write)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_every_writer_names_the_file_it_could_not_write_on_a_read_only_folder(read_only_folder, capsys):
+    import numpy as np
+    import torch
+
+    from plinknet.cli import main
+    from plinknet.files import UnwritableError, save_torch, write_json
+    from plinknet.infer.scenes import RasterWriter
+
+    target = read_only_folder / "run" / "last.pt"  # its folder cannot even be made
+    writers = {"checkpoint": lambda: save_torch({"w": torch.zeros(3)}, target),
+               "JSON": lambda: write_json({}, read_only_folder / "summary.json"),
+               "archive file": lambda: write_once(read_only_folder / "results.csv", "a,b\n"),
+               "GeoTIFF": lambda: RasterWriter(read_only_folder / "mask.tif", 8, 8, None, None, 255, {}).write(
+                   np.zeros((8, 8), np.uint8)),
+               "folder": lambda: atomic_folder(read_only_folder / "AerialImageDataset").__enter__()}  # fmt: skip
+    for name, write in writers.items():
+        with pytest.raises(UnwritableError, match=rf"cannot write {read_only_folder}/\S+: its file system is "
+                           r"read-only") as caught:  # fmt: skip
+            write()
+        assert ".tmp" not in str(caught.value), (name, caught.value)  # the file asked for, not a temporary
+    assert main(["synth", "--out", str(read_only_folder / "sample"), "--tile-size", "64"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"plinknet synth: error: cannot write {read_only_folder}/sample")
+
+
+def test_a_whole_synth_on_a_full_disk_ends_in_one_line_and_leaves_nothing(small_disk, capsys):
+    from plinknet.cli import main
+
+    out = small_disk / "sample"
+    assert main(["synth", "--out", str(out), "--tile-size", "384", "--train-tiles", "1", "--val-tiles", "1"]) == 1
+    err = capsys.readouterr().err.strip()  # the progress bar, then the error: its last line, and nothing after
+    last = err.splitlines()[-1]
+    assert last.startswith("plinknet synth: error:") and "no space left" in last and str(out) in last, err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert os.listdir(out) == [] and shutil.disk_usage(small_disk).free > 1.5 * 2**20  # no half sample
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # space freed: run again
+    assert main(["synth", "--out", str(out), "--tile-size", "384", "--train-tiles", "1", "--val-tiles", "1"]) == 0
+    assert (out / "AerialImageDataset" / "plinknet-synth.json").is_file()
+
+
+def test_an_archive_file_is_written_once(tmp_path, monkeypatch):
+    path = tmp_path / "archive" / "summary.json"
+    assert write_once(path, "one") is True and path.read_text() == "one"
+    stamp = path.stat().st_mtime_ns
+    assert write_once(path, "one") is False and path.stat().st_mtime_ns == stamp  # the same: nothing written
+    with pytest.raises(FileExistsError, match=f"{path} exists and holds something else"):
+        write_once(path, "two")
+    assert path.read_text() == "one" and os.listdir(path.parent) == ["summary.json"]
+    real_link = os.link
+
+    def another_writer_first(source, target):  # lands between the check and the link
+        Path(target).write_text("theirs")
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", another_writer_first)
+    with pytest.raises(FileExistsError, match="holds something else"):
+        write_once(tmp_path / "raced.json", "mine")
+    assert (tmp_path / "raced.json").read_text() == "theirs" and sorted(os.listdir(tmp_path)) == ["archive",
+                                                                                                 "raced.json"]
+
 
 def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
     import signal
@@ -315,9 +393,13 @@ def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
     waiter = subprocess.Popen([sys.executable, "-c", f"from plinknet.files import exclusive\n"
                                f"with exclusive({str(lock)!r}, 'a test'):\n    print('got it')"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(3)
-    assert waiter.poll() is None  # waits while the holder lives
+    import select
+
+    assert select.select([waiter.stderr], [], [], 120)[0], "the waiter said nothing in 2 minutes"
+    said = waiter.stderr.readline()  # it says it waits, and waits while the holder lives
+    time.sleep(1)
+    assert waiter.poll() is None
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     out, err = waiter.communicate(timeout=30)
-    assert out.strip() == "got it" and "waiting for another process, which holds" in err and lock.name in err
+    assert out.strip() == "got it" and "waiting for another process, which holds" in said and lock.name in said

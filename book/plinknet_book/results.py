@@ -10,9 +10,17 @@ from pathlib import Path
 from plinknet_book.context import Context, _short
 
 
-def load_summary(folder: str | os.PathLike) -> dict | None:
-    """An archived ablation's ``summary.json``, or None when the folder holds none."""
-    path = Path(folder) / "summary.json"
+def load_summary(folder: str | os.PathLike, scoring: str | None = None) -> dict | None:
+    """An archive's ``summary.json`` (its first scoring, or ``scores/<scoring>/``), or None when there is none.
+
+    The summary of an ablation archive (a folder with ``runs/``) is checked against its own checksum
+    (:func:`plinknet.study.ablation.read_summary`): a page never prints numbers from an edited or cut summary.
+    """
+    from plinknet.study.ablation import read_summary
+
+    if (Path(folder) / "runs").is_dir():
+        return read_summary(folder, scoring)
+    path = Path(folder) / ("scores/" + scoring if scoring else "") / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 

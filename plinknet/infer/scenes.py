@@ -27,7 +27,7 @@ import rasterio.warp
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from plinknet.files import disk_full, land, remove, temporary_name
+from plinknet.files import land, remove, temporary_name, write_failure
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 
@@ -212,7 +212,10 @@ class RasterWriter:
             profile.update(blockxsize=BLOCK, blockysize=BLOCK)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            self.dataset = rasterio.open(self.partial, "w", **profile)
+            try:
+                self.dataset = rasterio.open(self.partial, "w", **profile)
+            except Exception as error:
+                raise (write_failure(error, self.path) or error) from error
         self.dataset.update_tags(**tags)
         self.height, self.width, self.row = height, width, 0
         self.pending: list[np.ndarray] = []
@@ -246,7 +249,7 @@ class RasterWriter:
         return land(self.partial, self.path)
 
     def _raise_disk_full(self, error: Exception) -> None:
-        full = disk_full(error, self.path)
+        full = write_failure(error, self.path)
         if full is not None:
             self.discard()  # first: its bytes are what filled the disk
             raise full from error

@@ -9,14 +9,20 @@ weights in every layer they share (only the pyramid differs), scores both on the
 held-out tiles and keeps, in ``--out`` (small files, made to be committed):
 
 * ``runs/seed<k>-<model>.json``: one per finished run: its config, history, best epoch, the
-  scored split and tiles, threshold, window, data checksum, per-tile confusion counts, lab
-  counts and provenance. A record is reused only when all of these match what is asked; when
-  only the scoring differs the run is scored again from its checkpoint (never retrained), and a
-  record of another recipe stops the command before anything is written. Checkpoints live in
-  ``--runs-dir``, not here, and are never trained over (:func:`plinknet.train.train_or_reuse`);
+  scored split and tiles, threshold, window, overlap, data checksum, the SHA-256 of the
+  ``best.pt`` scored, per-tile confusion counts, lab counts, provenance, and a SHA-256 of its own
+  contents. A record is reused only when all of these match what is asked; a record of another
+  recipe, one that fails its checksum, or one whose ``best.pt`` has changed since stops the
+  command before anything is written. Checkpoints live in ``--runs-dir``, not here, and are never
+  trained over (:func:`plinknet.train.train_or_reuse`);
 * ``results.csv``: one row per (seed, model, tile) with the counts and the metrics;
 * ``summary.json``: per-model mean and spread over seeds, the paired gaps with their
-  intervals, both readings of the paper's number with the power analysis, and the provenance.
+  intervals, both readings of the paper's number with the power analysis, the provenance, the
+  checksums of its records and of itself.
+
+The archive is append-only: each of these is written once and never rewritten. Another scoring
+(split, threshold, window, overlap or data) goes into ``scores/<split>-<hash>/`` beside them,
+scored again from the checkpoints (never retrained).
 
 Several GPUs: ``--processes N`` shares the runs among N worker processes, one per GPU, and
 this process alone writes ``results.csv`` and ``summary.json``; on a cluster, ``--runs-only``
@@ -45,6 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import io
 import json
 import os
 import signal
@@ -54,7 +62,7 @@ from pathlib import Path
 
 import yaml
 
-from plinknet.files import atomic_path, exclusive, write_json, write_text
+from plinknet.files import check_seal, exclusive, file_sha256, seal, write_once
 from plinknet.metrics import METRIC_NAMES, metrics_from_counts
 from plinknet.provenance import provenance
 from plinknet.study.paper import MODELS
@@ -87,7 +95,9 @@ def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", pro
     config = model_config(base, model, seed, runs_dir)
     train_or_reuse(config)
     started = time.perf_counter()
-    network, state = load_checkpoint(Path(config.out_dir) / "best.pt", resolve_device(config.device))
+    best = Path(config.out_dir) / "best.pt"
+    checkpoint_sha256 = file_sha256(best)  # what this record describes; a rerun compares it with the file
+    network, state = load_checkpoint(best, resolve_device(config.device))
     # the window is the training crop (the context the pyramid learnt); the threshold is the recipe's
     window = PredictConfig(window=config.crop_size, threshold=config.threshold)
     scores = evaluate_tiles(network, config.data_dir, split, window, config.device, progress=progress,
@@ -106,6 +116,8 @@ def run_one(base, model: str, seed: int, runs_dir: Path, split: str = "val", pro
         "window": window.window,
         "overlap": window.overlap,
         "data_sha256": data_sha256,
+        "checkpoint": str(best),
+        "checkpoint_sha256": checkpoint_sha256,
         "per_tile": scores.per_tile,
         "cities": {name: city for name, city in zip(scores.per_tile, _cities(config.data_dir, list(scores.per_tile)))},
         "lab": scores.counted,  # recall by size, false positives on look-alikes: synthetic samples only
@@ -124,14 +136,68 @@ def _cities(data_dir, names: list[str]) -> list[str]:
     return [by_name[n] for n in names]
 
 
+SCORING = ("split", "tiles", "threshold", "window", "overlap", "data_sha256")  # what makes a scoring
+RECORD_SEAL = "record_sha256"  # a record's checksum of its own contents
+SUMMARY_SEAL = "summary_sha256"
+
+
 def scoring_changes(record: dict, expected: dict) -> list[str]:
-    """How an archived record's scoring differs from what is asked (split, tiles, threshold, window, data)."""
+    """How an archived record's scoring differs from what is asked (split, tiles, threshold, window, overlap, data)."""
     return [f"{key}: recorded {record.get(key)!r}, asked {value!r}" for key, value in expected.items()
             if record.get(key) != value]  # fmt: skip
 
 
+def scoring_name(scoring: dict) -> str:
+    """The folder name, under an archive's ``scores/``, of a scoring other than the archive's first:
+    ``<split>-<first 10 hex of the SHA-256 of the scoring>``."""
+    digest = hashlib.sha256(json.dumps({k: scoring[k] for k in SCORING}, sort_keys=True).encode()).hexdigest()
+    return f"{scoring['split']}-{digest[:10]}"
+
+
 class ArchiveError(RuntimeError):
-    """The archive folder holds records of another recipe: nothing was written."""
+    """The archive cannot take what is asked (another recipe, a damaged record, a checkpoint that changed): nothing
+    was written."""
+
+
+def read_record(path: Path) -> dict:
+    """An archived run record, checked against its own checksum.
+
+    Raises:
+        ArchiveError: the file cannot be read as JSON, carries no checksum, or its contents do not match it (edited
+            by hand, cut); the message names it.
+    """
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ArchiveError(
+            f"{path} cannot be read ({error}): it was cut or damaged. plinknet trusts no record "
+            f"it cannot check; move it away to score the run again. Nothing was written."
+        ) from None
+    wrong = check_seal(record, RECORD_SEAL)
+    if wrong:
+        raise ArchiveError(f"{path}: {wrong}. plinknet trusts no record it cannot check; restore it (git checkout) "
+                           f"or move it away to score the run again. Nothing was written.")  # fmt: skip
+    return record
+
+
+def read_summary(folder: str | os.PathLike, scoring: str | None = None) -> dict | None:
+    """An archive's ``summary.json`` (its first scoring), or that of ``scores/<scoring>/``, checked against its own
+    checksum; None when there is none.
+
+    Raises:
+        ArchiveError: the summary carries no checksum or does not match it; the message names it.
+    """
+    path = Path(folder) / ("scores/" + scoring if scoring else "") / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ArchiveError(f"{path} cannot be read ({error}): it was cut or damaged") from None
+    wrong = check_seal(summary, SUMMARY_SEAL)
+    if wrong:
+        raise ArchiveError(f"{path}: {wrong}; restore it (git checkout)")
+    return summary
 
 
 def run_ablation(
@@ -148,13 +214,21 @@ def run_ablation(
     data_sha256: str | None = None,
     retrain: bool = False,
 ) -> dict | None:
-    """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``.
+    """Run every (seed, model) not done yet, then write ``results.csv`` and ``summary.json``; an archive is append-only.
 
-    A record in ``out_dir/runs`` is reused when its recipe, scored split and tiles, threshold, window and data
-    checksum are what is asked; when only the scoring differs, the run is scored again from its checkpoint (never
-    retrained); a record of another recipe stops everything before anything is written (:class:`ArchiveError`),
-    and so does a record to score again (or train on) whose checkpoint of the same recipe is not in ``runs_dir``,
-    unless ``retrain`` asks to train such runs again from scratch.
+    The archive's first scoring (split, tiles, threshold, window, overlap, data checksum) lives at its top:
+    ``runs/*.json``, ``results.csv``, ``summary.json``, ``config.yaml``. A scoring other than that one goes into its
+    own folder beside it, ``scores/<split>-<hash>/`` (:func:`scoring_name`), with the same files; the runs it needs
+    are scored again from their ``best.pt`` (never retrained). No file of an archive is ever rewritten: a record is
+    written once per run and scoring, ``results.csv`` and ``summary.json`` once per scoring (a rerun finds them and
+    stops). These stop everything before anything is written (:class:`ArchiveError`):
+
+    * a record of another recipe (epochs included) in the archive;
+    * a record that fails its own checksum (edited by hand, cut), or whose ``best.pt`` is present and is no longer
+      the file it was scored from (trained on or replaced since);
+    * a run to score again whose checkpoint of the same recipe is not in ``runs_dir``, unless ``retrain`` asks to
+      train it again from scratch;
+    * a summary already written for other seeds.
 
     Before anything is written the data are read once: every tile checked and the data hashed in one pass
     (:func:`plinknet.data.checks.check_and_hash`, remembered), and the encoder's ImageNet weights fetched once; the
@@ -164,7 +238,8 @@ def run_ablation(
     process was given (:func:`plinknet.device.assigned_gpus`: each worker's ``CUDA_VISIBLE_DEVICES`` names one of
     them), handing them the checksum; this process opens no CUDA context and alone writes the summary. On a
     cluster, one job per run with ``runs_only`` (each writes only its own record) and a last job without it give
-    the same archive. Ctrl-C (or SIGTERM) stops the queue and its workers; every finished run is kept.
+    the same archive. Ctrl-C (or SIGTERM) stops the queue and its workers; every finished run is kept. Two ablates
+    on one archive at once: each run and each summary is done by one, the other waits (file locks).
 
     Args:
         base: a :class:`plinknet.train.TrainConfig`; ``seed``, ``pyramid_bins`` and ``out_dir``
@@ -178,11 +253,11 @@ def run_ablation(
         runs_only: train and score the runs asked for and write their records only (a job of a job array).
         processes: worker processes to share the runs among (see above); 1 runs them here.
         data_sha256: the data's checksum, when the calling process has checked and hashed them (a worker's).
-        retrain: train again, from scratch, the archived runs whose checkpoints are not in ``runs_dir`` (their new
-            records replace the archived ones); without it such runs stop everything before anything is written.
+        retrain: train again, from scratch, the runs a new scoring needs whose checkpoints are not in ``runs_dir``
+            (their records go into the new scoring's folder; the archived ones stay as they are).
 
     Returns:
-        The summary (also written to ``summary.json``); None with ``runs_only``.
+        The summary (written to ``summary.json`` of the scoring's folder, or found there); None with ``runs_only``.
     """
     models = list(MODELS) if models is None else list(models)
     unknown = [m for m in models if m not in MODELS]
@@ -201,12 +276,12 @@ def run_ablation(
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "ablation" / out.name
     if data_sha256 is None:
         data_sha256 = _check_and_hash(base.data_dir, progress)
-    todo, scoring = _plan(base, seeds, models, out, runs_dir, split, data_sha256, retrain)
+    todo, scoring, folder = _plan(base, seeds, models, out, runs_dir, split, data_sha256, retrain)
+    if folder != out:
+        print(f"scoring: {', '.join(f'{k} {v}' for k, v in scoring.items() if k != 'tiles')} differs from the "
+              f"archive's first; written to {folder} (the archive's files stay as they are)", flush=True)  # fmt: skip
     if todo:
         fetch_encoder_weights(base)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    if not runs_only:
-        write_text(out / "config.yaml", yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
     started = time.perf_counter()
     checked = replace(base, check_data=False)  # read once above: the runs neither check nor hash the data again
     if processes > 1 and todo:
@@ -216,89 +291,147 @@ def run_ablation(
             run_dir = model_config(base, model, seed, runs_dir).out_dir
             with exclusive(Path(run_dir).parent / f".{Path(run_dir).name}.lock", f"the run {run_dir}"):
                 # another ablate may have done it while this one waited: plan it again, under the lock
-                again, _ = _plan(base, [seed], [model], out, runs_dir, split, data_sha256, retrain, quiet=True)
+                again, _, _ = _plan(base, [seed], [model], out, runs_dir, split, data_sha256, retrain, quiet=True)
                 if not again:
-                    print(f"{model}, seed {seed}: done by another process ({_record_path(out, seed, model)})")
+                    print(f"{model}, seed {seed}: done by another process ({_record_path(folder, seed, model)})")
                     continue
                 print(f"{model}, seed {seed}: {why} {run_dir}", flush=True)
                 record = run_one(checked, model, seed, runs_dir, split, progress, data_sha256=data_sha256)
-                write_json(record, _record_path(out, seed, model))
+                if "again from scratch" in why:
+                    record["retrained"] = "--retrain: its checkpoints were not found; trained again from scratch"
+                write_once(_record_path(folder, seed, model), json.dumps(seal(record, RECORD_SEAL), indent=1))
     if runs_only:
         return None
-    records = [json.loads(_record_path(out, s, m).read_text()) for s in seeds for m in MODELS]
-    write_results_csv(records, out / "results.csv")
-    summary = summarize(records, bootstrap_draws=bootstrap_draws)
-    summary["wall_seconds_this_call"] = time.perf_counter() - started
-    summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
-    summary["data_dir"] = base.data_dir
-    summary["data_sha256"] = scoring["data_sha256"]
-    summary["data_kind"] = data_kind(base.data_dir)
-    summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
-    summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
-                                  for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
-    summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
-                                                         for r in records})  # fmt: skip
-    write_json(summary, out / "summary.json")
+    with exclusive(folder / ".summary.lock", f"the summary of {folder}"):
+        found = read_summary(folder)
+        if found is not None:  # written by another ablate meanwhile, or by an earlier call: never rewritten
+            print(f"summary: {folder / 'summary.json'} holds these runs already (an archive is never rewritten)")
+            return found
+        records = [read_record(_record_path(folder, s, m)) for s in seeds for m in MODELS]
+        write_once(folder / "results.csv", results_csv(records))
+        write_once(folder / "config.yaml", yaml.safe_dump({**base.to_dict(), "seeds": list(seeds)}, sort_keys=False))
+        summary = summarize(records, bootstrap_draws=bootstrap_draws)
+        summary["overlap"] = scoring["overlap"]
+        summary["wall_seconds_this_call"] = time.perf_counter() - started
+        summary["compute_seconds"] = sum(r["train_seconds"] + r["eval_seconds"] for r in records)
+        summary["data_dir"] = base.data_dir
+        summary["data_sha256"] = scoring["data_sha256"]
+        summary["data_kind"] = data_kind(base.data_dir)
+        summary["records_sha256"] = {_record_path(folder, r["seed"], r["model"]).name: r[RECORD_SEAL]
+                                     for r in records}  # fmt: skip
+        summary["provenance"] = provenance()  # of this summary; each run's own is in runs/*.json
+        summary["runs_provenance"] = {key: sorted({str(r["provenance"][key]) for r in records})
+                                      for key in ("commit", "torch", "device", "date")}  # fmt: skip  # of the scoring
+        summary["runs_provenance"]["train_commit"] = sorted({str((r.get("train_provenance") or {}).get("commit"))
+                                                             for r in records})  # fmt: skip
+        summary = seal(summary, SUMMARY_SEAL)
+        write_once(folder / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
-def _record_path(out: Path, seed: int, model: str) -> Path:
-    return out / "runs" / f"seed{seed}-{MODELS[model]}.json"
+def _record_path(folder: Path, seed: int, model: str) -> Path:
+    return folder / "runs" / f"seed{seed}-{MODELS[model]}.json"
+
+
+def _scoring_folder(out: Path, scoring: dict) -> Path:
+    """Where a scoring is written: the archive itself when it holds no record yet or its records are of this scoring
+    (the first), else ``scores/<name>/``.
+
+    Raises:
+        ArchiveError: the archive's own records are of several scorings (written by an older plinknet).
+    """
+    kinds = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = read_record(path)
+        kinds.setdefault(json.dumps({k: record.get(k) for k in SCORING}, sort_keys=True), []).append(path.name)
+    if len(kinds) > 1:
+        ways = "; ".join(", ".join(names) for names in kinds.values())
+        raise ArchiveError(
+            f"the records in {out / 'runs'} were scored in {len(kinds)} ways ({ways}); choose another --out"
+        )
+    if not kinds or json.loads(next(iter(kinds))) == scoring:
+        return out
+    return out / "scores" / scoring_name(scoring)
 
 
 def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha256: str,
-          retrain: bool = False, quiet: bool = False) -> tuple[list[tuple[str, int, str]], dict]:  # fmt: skip
-    """The runs still to do as ``(model, seed, why)``, and what scoring is asked; nothing is written.
+          retrain: bool = False, quiet: bool = False) -> tuple[list[tuple[str, int, str]], dict, Path]:  # fmt: skip
+    """The runs still to do as ``(model, seed, why)``, the scoring asked and the folder it goes to; nothing is written.
 
     Raises:
-        ArchiveError: a record of another recipe (or of more epochs) is in the archive, or (without ``retrain``) a
-            record to score again or train on has no checkpoint of its recipe in ``runs_dir``.
+        ArchiveError: see :func:`run_ablation`.
     """
     from plinknet.data.tiles import find_tiles
-    from plinknet.train.config import recipe_changes
+    from plinknet.infer.predict import PredictConfig
 
     tiles = [t.name for t in find_tiles(base.data_dir, split, base.select_tiles)]
-    scoring = {"split": split, "tiles": tiles, "threshold": base.threshold, "window": base.crop_size,
-               "data_sha256": data_sha256}  # fmt: skip
+    window = PredictConfig(window=base.crop_size, threshold=base.threshold)
+    scoring = {"split": split, "tiles": tiles, "threshold": window.threshold, "window": window.window,
+               "overlap": window.overlap, "data_sha256": data_sha256}  # fmt: skip
+    folder = _scoring_folder(out, scoring)
+    summarized = read_summary(folder)
+    if summarized is not None and not set(seeds) <= set(summarized["seeds"]):
+        raise ArchiveError(f"{folder / 'summary.json'} summarizes seeds {summarized['seeds']}, asked {list(seeds)}: an "
+                           f"archive is never rewritten; choose another --out (with --runs-dir {runs_dir}, the runs "
+                           f"already trained are scored again, not retrained). Nothing was written.")  # fmt: skip
     todo, unreachable = [], []
     for seed in seeds:
         for model in models:
-            record_path = _record_path(out, seed, model)
-            if not record_path.is_file():
-                todo.append((model, seed, "training into"))
-                continue
-            record = json.loads(record_path.read_text())
-            changed = recipe_changes(record["config"], model_config(base, model, seed, runs_dir).to_dict())
-            recorded_epochs = record["config"].get("epochs")
-            if recorded_epochs > base.epochs:
-                changed.append(f"epochs: saved {recorded_epochs}, given {base.epochs}")
-            if changed:
-                raise ArchiveError(f"{record_path} records another recipe ({'; '.join(changed)}); choose another "
-                                   f"--out (plinknet never replaces an archived run)")  # fmt: skip
-            rescore = scoring_changes(record, scoring)
-            if recorded_epochs < base.epochs:  # a longer schedule: the run is resumed, then scored again
-                why, needed = f"training on from epoch {recorded_epochs} to {base.epochs} in", "last.pt"
-            elif rescore:
-                why, needed = f"scoring again ({'; '.join(rescore)}) from", "best.pt"
-            else:
+            config = model_config(base, model, seed, runs_dir)
+            record_path = _record_path(folder, seed, model)
+            elsewhere = [_record_path(out, seed, model), *sorted((out / "scores").glob(f"*/runs/{record_path.name}"))]
+            earlier = [record_path] if record_path.is_file() else [p for p in elsewhere if p.is_file()]
+            for path in earlier:
+                _same_recipe(read_record(path), path, config, runs_dir)
+            if record_path.is_file():
+                _same_checkpoint(read_record(record_path), record_path, config)
                 if not quiet:
                     print(f"{model}, seed {seed}: done ({record_path})", flush=True)
                 continue
-            config = model_config(base, model, seed, runs_dir)
-            missing = _missing_checkpoint(Path(config.out_dir), needed, config)
+            if not earlier:
+                todo.append((model, seed, "training into"))
+                continue
+            missing = _missing_checkpoint(Path(config.out_dir), "best.pt", config)
+            recorded = read_record(earlier[0])["config"].get("out_dir")
             if missing and not retrain:
-                unreachable.append(f"{record_path} ({why.rsplit(' ', 1)[0]}) needs {missing}; recorded run folder: "
-                                   f"{record['config'].get('out_dir')}")  # fmt: skip
+                unreachable.append(f"{earlier[0]} (to score again) needs {missing}; recorded run folder: {recorded}")
             elif missing:
                 todo.append((model, seed, f"training again from scratch (--retrain; {missing}) into"))
             else:
-                todo.append((model, seed, why))
+                todo.append((model, seed, f"scoring again ({split}) from"))
     if unreachable:
         raise ArchiveError(f"{len(unreachable)} archived run(s) would have to be trained again, and ablate never "
                            f"retrains a run to score it: {'; '.join(unreachable)}. Point --runs-dir at the folder "
                            f"that holds their checkpoints (now {runs_dir}), or pass --retrain to train them again "
-                           f"from scratch (their new records replace the archived ones). Nothing was written.")
-    return todo, scoring
+                           f"from scratch (their records go into the new scoring; the archived ones stay). Nothing "
+                           f"was written.")  # fmt: skip
+    return todo, scoring, folder
+
+
+def _same_recipe(record: dict, path: Path, config, runs_dir: Path) -> None:
+    """Raises ArchiveError when ``record`` (at ``path``) is of another recipe than ``config``, epochs included."""
+    from plinknet.train.config import recipe_changes
+
+    changed = recipe_changes(record["config"], config.to_dict())
+    if record["config"].get("epochs") != config.epochs:
+        changed.append(f"epochs: saved {record['config'].get('epochs')}, given {config.epochs}")
+    if changed:
+        raise ArchiveError(f"{path} records another recipe ({'; '.join(changed)}); choose another --out (plinknet "
+                           f"never replaces an archived run; with --runs-dir {runs_dir} a longer schedule trains "
+                           f"these runs on). Nothing was written.")  # fmt: skip
+
+
+def _same_checkpoint(record: dict, path: Path, config) -> None:
+    """Raises ArchiveError when the run's ``best.pt`` is present and is not the file ``record`` was scored from."""
+    best = Path(config.out_dir) / "best.pt"
+    recorded = record.get("checkpoint_sha256")
+    if recorded is None or not best.is_file():
+        return  # checkpoints are never committed: an archive stands without them
+    now = file_sha256(best)
+    if now != recorded:
+        raise ArchiveError(f"{path} was scored from a best.pt of SHA-256 {recorded[:16]}, and {best} is now "
+                           f"{now[:16]} (trained on or replaced since): the record no longer describes it. Score "
+                           f"that checkpoint into another --out. Nothing was written.")  # fmt: skip
 
 
 def _missing_checkpoint(run: Path, needed: str, config) -> str | None:
@@ -521,20 +654,20 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def write_results_csv(records: list[dict], path: Path) -> None:
-    """One row per (seed, model, tile): counts, metrics and lab counts."""
+def results_csv(records: list[dict]) -> str:
+    """``results.csv``: one row per (seed, model, tile) with the counts, the metrics and the lab counts."""
     lab_keys = sorted({k for r in records if r["lab"] for c in r["lab"].values() for k in c})
     columns = ["seed", "model", "tile", "city", "tp", "fp", "fn", "tn", *METRIC_NAMES, *lab_keys]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
-        writer = csv.DictWriter(file, columns)
-        writer.writeheader()
-        for r in records:
-            for tile, counts in r["per_tile"].items():
-                metrics = metrics_from_counts(*counts)
-                row = {"seed": r["seed"], "model": r["model"], "tile": tile, "city": r["cities"][tile],
-                       **{k: metrics[k] for k in ("tp", "fp", "fn", "tn")},
-                       **{k: round(100 * metrics[k], 4) for k in METRIC_NAMES}}  # fmt: skip
-                if r["lab"]:
-                    row.update(r["lab"][tile])
-                writer.writerow(row)
-
+    file = io.StringIO(newline="")
+    writer = csv.DictWriter(file, columns)
+    writer.writeheader()
+    for r in records:
+        for tile, counts in r["per_tile"].items():
+            metrics = metrics_from_counts(*counts)
+            row = {"seed": r["seed"], "model": r["model"], "tile": tile, "city": r["cities"][tile],
+                   **{k: metrics[k] for k in ("tp", "fp", "fn", "tn")},
+                   **{k: round(100 * metrics[k], 4) for k in METRIC_NAMES}}  # fmt: skip
+            if r["lab"]:
+                row.update(r["lab"][tile])
+            writer.writerow(row)
+    return file.getvalue()
