@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import shutil
 import subprocess
@@ -264,16 +265,24 @@ def test_the_scale_rehearsal_replaces_only_a_folder_it_made(tmp_path, monkeypatc
         (own / "synth.log").write_text("an earlier rehearsal's log")
 
 
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on ``folder`` (needs root and a kernel that lets this process mount; skipped otherwise)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip(f"cannot mount a tmpfs ({options}) here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root and a kernel that lets this process mount; skipped otherwise)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+    """A 2 MiB file system."""
+    with _tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
@@ -310,14 +319,9 @@ def test_a_full_disk_is_said_plainly_and_leaves_the_last_good_files(small_disk):
 
 @pytest.fixture
 def read_only_folder(tmp_path):
-    """A folder on a read-only file system (a tmpfs mounted ro; as root, where file modes do not stop a write)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+    """A folder on a read-only file system (as root, file modes would not stop a write)."""
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
+        yield folder
 
 
 def test_every_writer_names_the_file_it_could_not_write_on_a_read_only_folder(read_only_folder, capsys):
