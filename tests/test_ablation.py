@@ -411,7 +411,21 @@ def test_summary_statistics_by_hand():
 
 def test_verdict_reads_the_interval_of_the_metric_asked():
     summary = {"gap_iou_ci95": [0.05, 0.6], "gap_miou_ci95": [-0.3, 0.1], "paper_gap": 0.22}
-    assert verdict(summary, "iou") == "reproduced" and verdict(summary, "miou") == "not reproduced"
+    assert verdict(summary, "iou") == "supported" and verdict(summary, "miou") == "refuted"
+
+
+@pytest.mark.parametrize("low, high, outcome", [
+    (0.05, 0.60, "supported"),  # a real gain, the paper's size inside
+    (0.40, 1.20, "supported"),  # a credibly larger gain supports the claim; it does not refute it
+    (0.05, 0.15, "refuted"),  # a real gain, but +0.22 or more ruled out: the paper's gain is too large
+    (-0.90, -0.10, "refuted"),  # LinkNet34 better
+    (-0.30, 0.10, "refuted"),  # no gain not ruled out, +0.22 ruled out
+    (-0.30, 0.90, "inconclusive"),  # both 0 and +0.22 inside: too few runs
+    (0.00, 0.22, "inconclusive"),  # the ends count as inside
+])  # fmt: skip
+def test_the_decision_rule_has_three_outcomes(low, high, outcome):
+    assert stats.decide(low, high, 0.22) == outcome and outcome in stats.OUTCOMES
+    assert stats.verdict({"gap_iou_ci95": [low, high], "paper_gap": 0.22}) == outcome
 
 
 def test_power_matches_published_values():

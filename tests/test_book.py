@@ -93,7 +93,7 @@ def _summary(gap_low, gap_high):
 
 
 def test_verdict_is_filled_from_the_archives(tmp_path):
-    from plinknet_book.results import power_text, verdict_markdown
+    from plinknet_book.results import power_text, status_line, verdict_markdown
 
     (tmp_path / "ablation-synthetic-cpu").mkdir()
     text = verdict_markdown(tmp_path)
@@ -106,16 +106,37 @@ def test_verdict_is_filled_from_the_archives(tmp_path):
     assert "| sensitivity: bootstrap over seeds and tiles | [-0.50, +1.00] | [-0.50, +0.50] |" in text
     assert "no difference detected" in text and "{doc}`chapter 6 <06_protocol>`" in text
     low, high = lab["readings"]["miou"]["runs_needed_ci95"]
-    assert low < lab["readings"]["miou"]["runs_needed"] < high and f"(95 % range {low:,} to {high:,})" in text
+    assert low < lab["readings"]["miou"]["runs_needed"] < high
+    assert f"(95 % confidence interval {low:,} to {high:,})" in text
     assert "reduces** the spread" in power_text(lab)
     (tmp_path / "paper-inria-gpu").mkdir()
-    (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(0.1, 0.3)))
-    assert "Status of the claim: reproduced read as building IoU, inconclusive read as mIoU" in verdict_markdown(
-        tmp_path)
-    (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(-0.5, 0.1)))
-    assert "Status of the claim: not reproduced read as building IoU" in verdict_markdown(tmp_path)
-    (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(-0.5, 0.9)))
-    assert "Status of the claim: inconclusive read as building IoU" in verdict_markdown(tmp_path)
+    for (low, high), word in (((0.1, 0.3), "supported"), ((-0.5, 0.1), "refuted"), ((-0.5, 0.9), "inconclusive")):
+        (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(_summary(low, high)))
+        assert f"Status of the claim: {word} read as building IoU, inconclusive read as mIoU" in verdict_markdown(
+            tmp_path)  # fmt: skip
+        assert (f"**{word}** read as building IoU" if word != "inconclusive" else "**inconclusive** under both "
+                "readings") in status_line(tmp_path)  # fmt: skip
+
+
+def test_page_one_opens_with_its_status_from_the_archives(tmp_path):
+    from plinknet_book.results import status_line
+
+    assert status_line(tmp_path) == ("**Status.** Does pyramid pooling improve LinkNet34 by the paper's +0.22 "
+                                     "points? On Inria at paper scale: **not run**.")  # fmt: skip
+    (tmp_path / "ablation-synthetic-cpu").mkdir()
+    (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(_summary(-1.0, 2.0)))
+    assert status_line(tmp_path).endswith("On the synthetic lab (not Inria; 3 seeds on a CPU): **inconclusive** under "
+                                          "both readings.")  # fmt: skip
+    rehearsal = {**_summary(0.5, 0.9), "data_kind": "synthetic"}
+    (tmp_path / "paper-inria-gpu").mkdir()
+    (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(rehearsal))
+    assert "at paper scale: **not run** (the archive read here is a rehearsal" in status_line(tmp_path)
+    import nbformat
+
+    page_one = nbformat.read(ROOT / "book" / "intro.ipynb", as_version=4).cells
+    shown = [c for c in page_one if "parameters" not in c.metadata.get("tags", [])]  # the parameters are hidden
+    assert shown[0].source.startswith("# ") and "\n" not in shown[0].source.strip()  # the title alone
+    assert "status_line" in shown[1].source  # then the status: the first thing a reader sees under the title
 
 
 def test_ledger_and_register_are_tables():
@@ -245,6 +266,8 @@ def test_verdict_headline_gives_the_power_as_a_range(tmp_path):
     lab = _summary(-1.0, 2.0)
     (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(lab))
     text = verdict_headline(tmp_path)
-    ranges = [n for m in ("iou", "miou") for n in lab["readings"][m]["runs_needed_ci95"]]
-    assert "not tested at paper scale" in text and "(not Inria)" in text
-    assert f"between {min(ranges):,} and {max(ranges):,} runs" in text and "[-1.00, +2.00]" in text
+    miou = lab["readings"]["miou"]
+    assert "not tested at paper scale" in text and "(not Inria)" in text and "[-1.00, +2.00]" in text
+    low, high = miou["runs_needed_ci95"]  # the point estimate first, at the lab's spread, then its interval
+    assert (f"At this spread, telling the paper's +0.22 apart with 80 % power would take {miou['runs_needed']:,} runs "
+            f"of each network read as mIoU (95 % confidence interval {low:,} to {high:,})") in text  # fmt: skip

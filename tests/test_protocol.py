@@ -43,3 +43,18 @@ def test_reading_table_names_impossible_readings():
     text = readings_markdown(0.15)
     assert "| building IoU | F1 | impossible | impossible |" in text
     assert "| mIoU | precision | building IoU 73.76" in text
+
+
+def test_the_gap_under_each_convention_says_only_what_holds():
+    from plinknet.study.protocol import CONVENTIONS, conventions_gap_markdown
+
+    metrics = ("iou", "miou", "precision", "recall", "f1", "accuracy")
+    a = {c: dict.fromkeys(metrics, 0.5) for c in CONVENTIONS}
+    b = {c: {m: 0.49 if (c, m) == ("whole", "iou") else 0.51 for m in metrics} for c in CONVENTIONS}
+    text = conventions_gap_markdown({"P-LinkNet": a, "LinkNet34": b})
+    assert "| counts summed over all tiles (the Inria benchmark) | +1.00 | -1.00 |" in text
+    assert "keeps its sign in mIoU, precision, recall, F1, accuracy and changes sign in IoU" in text
+    assert "the sign differs between building IoU and mIoU" in text
+    lower = {c: dict.fromkeys(metrics, 0.4) for c in CONVENTIONS}
+    same = conventions_gap_markdown({"P-LinkNet": a, "LinkNet34": lower})
+    assert "keeps its sign in IoU, mIoU" in same and "changes sign" not in same and "agree in sign" in same

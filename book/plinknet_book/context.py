@@ -178,8 +178,10 @@ def _recipe_fields() -> list[str]:
     return [name for name in RECIPE_FIELDS if name != "data_dir"]
 
 
-def recipe_table(config) -> str:
-    """Markdown: the paper's recipe (``TrainConfig`` defaults) beside ``config``, departures in bold."""
+def recipe_table(config, device=None) -> str:
+    """Markdown: the paper's recipe (``TrainConfig`` defaults) beside ``config``, departures in bold; with the
+    ``device`` the run used, the ``amp`` row says what it computed in there (on a CPU amp changes nothing: fp32)."""
+    from plinknet.device import precision_label
     from plinknet.train.config import TrainConfig
 
     def show(value) -> str:
@@ -193,7 +195,10 @@ def recipe_table(config) -> str:
     rows = ["| option | paper | this run |", "|---|---|---|"]
     for name in _recipe_fields():
         a, b = getattr(paper, name), getattr(config, name)
-        rows.append(f"| `{name}` | {show(a)} | {show(b) if a == b else f'**{show(b)}**'} |")
+        shown = show(b) if a == b else f"**{show(b)}**"
+        if name == "amp" and device is not None:
+            shown += f" (here: {precision_label(device, b)})"
+        rows.append(f"| `{name}` | {show(a)} | {shown} |")
     return "\n".join(rows)
 
 

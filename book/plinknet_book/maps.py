@@ -6,7 +6,9 @@ from collections.abc import Mapping
 
 
 def polygon_map(polygons: Mapping, caption: str, colour: str = "#D55E00"):
-    """A folium map of a GeoJSON FeatureCollection in WGS84 (lon/lat), zoomed to it, each polygon's area on hover.
+    """A folium map of a GeoJSON FeatureCollection in WGS84 (lon/lat), zoomed to it, each polygon's area on hover
+    (or tap), in a figure of fixed height. Its scripts and basemap come from other hosts: offline it stays blank, so
+    pages show :func:`plinknet_book.plots.plot_polygons` beside it.
 
     Args:
         polygons: RFC 7946 FeatureCollection (``building_polygons(..., wgs84=True)``), ``area_m2`` per feature.
@@ -23,7 +25,8 @@ def polygon_map(polygons: Mapping, caption: str, colour: str = "#D55E00"):
             for lon, lat in ring:
                 lons.append(lon)
                 lats.append(lat)
-    fmap = folium.Map(tiles="OpenStreetMap", control_scale=True)
+    frame = folium.Figure(width="100%", height="420px")  # a plain iframe: no "Trust Notebook" line under it
+    fmap = folium.Map(tiles="OpenStreetMap", control_scale=True).add_to(frame)
     folium.GeoJson(
         polygons,
         name=caption,
@@ -32,4 +35,4 @@ def polygon_map(polygons: Mapping, caption: str, colour: str = "#D55E00"):
     ).add_to(fmap)
     folium.LayerControl().add_to(fmap)
     fmap.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]])
-    return fmap
+    return frame

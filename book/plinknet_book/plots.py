@@ -115,18 +115,20 @@ def show_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles
     return fig
 
 
-def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "") -> plt.Figure:
-    """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``)."""
+def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "",
+                 held_out: str = "selection") -> plt.Figure:  # fmt: skip
+    """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``); ``held_out`` names the tiles the
+    epochs were scored on (``selection`` with the recipes' ``select_tiles``, ``validation`` without)."""
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (name, rows) in enumerate(histories.items()):
         colour = model_colour(name, i)
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", color=colour, label=f"{name} train")
-        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "--s", color=colour, label=f"{name} validation")
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], "--s", color=colour, label=f"{name} {held_out}")
         ax_iou.plot(epochs, [100 * r["iou"] for r in rows], "-o", color=colour, label=f"{name} IoU")
         ax_iou.plot(epochs, [100 * r["miou"] for r in rows], "--s", color=colour, label=f"{name} mIoU")
     ax_loss.set(xlabel="epoch", ylabel="Dice + BCE loss", title="loss")
-    ax_iou.set(xlabel="epoch", ylabel="%", title="validation IoU (building) and mIoU (2-class mean)")
+    ax_iou.set(xlabel="epoch", ylabel="%", title=f"{held_out} IoU (building) and mIoU (2-class mean)")
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -247,11 +249,36 @@ def plot_city_seeds(per_city: Mapping[str, Mapping[str, Sequence[float]]], live:
             ax.plot(np.full(len(v), offset[k]), v, "o", color=colour, ms=4)
         if live and name in live:
             demo = [100 * live[name]["per_city"][c][metric] if c in live[name]["per_city"] else np.nan for c in cities]
-            ax.plot(offset, demo, "x", color="k", ms=7, mew=1.5, label=f"{name}: live demo" if i == 0 else None)
+            ax.plot(offset, demo, "x", color=colour, ms=8, mew=2, label=f"{name}: live demo")  # each its own colour
     ax.set_xticks(x, cities)
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # off the data
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_polygons(polygons: Mapping, title: str, colour: str = "#D55E00") -> plt.Figure:
+    """The polygons of a GeoJSON FeatureCollection in longitude and latitude, drawn without a basemap: what the
+    interactive map (:func:`plinknet_book.maps.polygon_map`) shows, offline and legible on a phone."""
+    from matplotlib.patches import Polygon
+
+    fig, ax = plt.subplots(figsize=(5.0, 5.0))
+    lats = []
+    for feature in polygons["features"]:
+        outer, *holes = feature["geometry"]["coordinates"]
+        ax.add_patch(Polygon(outer, closed=True, facecolor=colour, alpha=0.45, edgecolor=colour, lw=0.6))
+        for hole in holes:
+            ax.add_patch(Polygon(hole, closed=True, facecolor="white", edgecolor=colour, lw=0.6))
+        lats += [lat for _, lat in outer]
+    ax.autoscale_view()
+    ax.set_aspect(1 / np.cos(np.radians(np.mean(lats))))  # a degree of longitude is shorter than one of latitude
+    ax.set_xlabel("longitude (°)", fontsize=11)
+    ax.set_ylabel("latitude (°)", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.ticklabel_format(useOffset=False)
+    ax.locator_params(nbins=4)
+    ax.set_title(f"{title}: {len(polygons['features'])} polygons", fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -465,10 +492,22 @@ def draw_gaps(ax, summary: Mapping, metrics=("iou", "miou", "f1"), rng=None) -> 
     ax.grid(axis="x", alpha=0.3)
 
 
-def plot_verdict(summary: Mapping, label: str) -> plt.Figure:
-    """Page one at a glance: the gap per seed and its interval, read as building IoU and as mIoU, +0.22 marked."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))  # narrow: legible when a phone shrinks it to the screen
-    draw_gaps(ax, summary, ("iou", "miou"))
+def plot_verdict(summary: Mapping, label: str, paper_scale_run: bool = True) -> plt.Figure:
+    """Page one at a glance: the gap per seed and its interval, read as building IoU and as mIoU, +0.22 marked, each
+    row labelled with its outcome (:func:`plinknet.study.stats.verdict`); without a paper-scale archive
+    (``paper_scale_run`` False) a last row says that Inria at paper scale was not run."""
+    from plinknet.study.stats import verdict
+
+    metrics = ("iou", "miou")
+    fig, ax = plt.subplots(figsize=(6.0, 4.6 if not paper_scale_run else 4.0))  # narrow: legible on a phone
+    draw_gaps(ax, summary, metrics)
+    rows = [f"{METRIC_LABELS.get(m, m)}:\n{verdict(summary, m)}" for m in metrics]
+    if not paper_scale_run:
+        rows.append("Inria, paper\nscale: not run")
+        ax.set_ylim(len(rows) - 0.4, -0.6)
+        ax.text(float(np.mean(ax.get_xlim())), len(rows) - 1, "no archive yet (make paper)", ha="center",
+                va="center", fontsize=11, color="dimgrey")  # fmt: skip
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_title(f"P-LinkNet minus LinkNet34, {len(summary['seeds'])} seeds:\n{label}", fontsize=12)
     ax.tick_params(labelsize=11)
     ax.xaxis.label.set_size(11)

@@ -77,6 +77,7 @@ def _range(values, fmt: str = "{:,}") -> str:
 def readings_table(summary: dict) -> str:
     """Markdown: the paper's +0.22 read as building IoU and as mIoU, side by side: gap, intervals, verdict, power."""
     from plinknet.study.paper import READINGS
+    from plinknet.study.stats import verdict
 
     heads = [f"read as {READINGS[m]}" for m in summary["readings"]]
     rows = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
@@ -90,11 +91,11 @@ def readings_table(summary: dict) -> str:
         lambda m, r: "[{:+.2f}, {:+.2f}]".format(*summary[f"gap_{m}_ci95_bootstrap"]))
     row("the paper's +0.22 inside the interval", lambda m, r: "yes" if r["paper_gap_inside_ci95"] else "**no**")
     row("0 inside the interval", lambda m, r: "yes" if r["zero_inside_ci95"] else "**no**")
-    row("**status**", lambda m, r: f"**{r['verdict']}**")
-    row("seed-to-seed spread of the gap (σ, 95 % range)",
+    row("**status** (the decision rule, chapter 7)", lambda m, r: f"**{verdict(summary, m)}**")
+    row("seed-to-seed spread of the gap: σ (95 % confidence interval)",
         lambda m, r: f"{r['sigma']:.2f} ({_range(r['sigma_ci95'], '{:.2f}')}) points")
     row("runs of each network to detect +0.22 (80 % power)",
-        lambda m, r: f"{r['runs_needed']:,} (95 % range {_range(r['runs_needed_ci95'])})")
+        lambda m, r: f"{r['runs_needed']:,} (95 % confidence interval {_range(r['runs_needed_ci95'])})")
     row(f"smallest gap {summary['readings']['iou']['seeds_planned']} seeds detect (80 % power)",
         lambda m, r: f"{r['detectable_gap']:.2f} ({_range(r['detectable_gap_ci95'], '{:.2f}')}) points")
     return "\n".join(rows)
@@ -125,7 +126,7 @@ def verdict_markdown(results_dir: str | os.PathLike, paper_dir: str | os.PathLik
         f"**The paper's claim.** The pyramid pooling centre improves LinkNet34 on Inria: 84.48 against "
         f"84.26 (+{PAPER_GAP} points) for what it calls IoU, and 91.50 against 91.04 for its second metric, from "
         f"one run of each network (Table 1). Its 'IoU' may be the building IoU or the mean of building and "
-        f"background IoU (mIoU); {CHAPTER_6} finds mIoU the likelier, so the status is given for both.",
+        f"background IoU (mIoU); {CHAPTER_6} argues that mIoU is the likelier, so the status is given for both.",
         "",
     ]
     if paper is None:
@@ -236,17 +237,17 @@ def power_text(summary: dict) -> str:
     pairing = summary["pairing"]["iou"]
     paired = pairing["sigma_paired_gap"] < pairing["sqrt2_sigma_one_network"]
     return (
-        f"The IoU gap varies by **{iou['sigma']:.2f} points** (standard deviation; 95 % range "
-        f"{_range(iou['sigma_ci95'], '{:.2f}')}, from {len(summary['seeds'])} seeds) from one seed to the next, "
-        f"the mIoU gap by {miou['sigma']:.2f} ({_range(miou['sigma_ci95'], '{:.2f}')}). Telling a true gap of "
-        f"+{summary['paper_gap']} points from none, in a paired two-sided t-test at 5 % with 80 % power, takes "
-        f"**{_range(iou['runs_needed_ci95'])} runs of each network** read as building IoU (at the measured σ: "
-        f"{iou['runs_needed']:,}), **{_range(miou['runs_needed_ci95'])}** read as mIoU ({miou['runs_needed']:,}); "
-        f"trained independently, as one run of each in a paper effectively is, "
-        f"{iou['runs_needed_unpaired']:,} and {miou['runs_needed_unpaired']:,} at the measured spread. "
-        f"The paper had one of each. The {iou['seeds_planned']} seeds of `make paper` detect a gap of "
-        f"{iou['detectable_gap']:.2f} points of IoU ({miou['detectable_gap']:.2f} of mIoU) with 80 % power at "
-        f"this spread.\n\nPairing: the σ of the paired IoU gap is {pairing['sigma_paired_gap']:.2f} points against "
+        f"The IoU gap varies by **{iou['sigma']:.2f} points** from one seed to the next (standard deviation over "
+        f"{len(summary['seeds'])} seeds; 95 % confidence interval {_range(iou['sigma_ci95'], '{:.2f}')}), the "
+        f"mIoU gap by {miou['sigma']:.2f} (95 % confidence interval {_range(miou['sigma_ci95'], '{:.2f}')}). At "
+        f"this spread, telling a true gap of +{summary['paper_gap']} points from none, in a paired two-sided "
+        f"t-test at 5 % with 80 % power, takes **{iou['runs_needed']:,} runs of each network** read as building IoU "
+        f"(95 % confidence interval {_range(iou['runs_needed_ci95'])}) and **{miou['runs_needed']:,}** read as mIoU "
+        f"({_range(miou['runs_needed_ci95'])}); trained independently, as one run of each in a paper effectively "
+        f"is, {iou['runs_needed_unpaired']:,} and {miou['runs_needed_unpaired']:,}. The paper had one of each. At "
+        f"this spread the {iou['seeds_planned']} seeds of `make paper` detect a gap of {iou['detectable_gap']:.2f} "
+        f"points of IoU ({miou['detectable_gap']:.2f} of mIoU) with 80 % power."
+        f"\n\nPairing: the σ of the paired IoU gap is {pairing['sigma_paired_gap']:.2f} points against "
         f"{pairing['sqrt2_sigma_one_network']:.2f} (√2 × σ of one network) for unpaired runs: sharing the seed "
         + ("**reduces** the spread." if paired else "does **not** reduce the spread here.")
     )  # fmt: skip
@@ -340,6 +341,7 @@ def _fixed_figures() -> dict:
     return {
         "params": 100 * (count_parameters(p_net) / count_parameters(l_net) - 1),
         "flops": 100 * (gflops(p_net, 512) / gflops(l_net, 512) - 1),
+        "train_gflops": 3 * (gflops(p_net, 512) + gflops(l_net, 512)) / 2,  # a training step: about 3 forwards
         "train_crops": 150 * per_tile,  # tiles 7-36 of 5 cities (tile 6 held out to select the epoch)
         "val_crops": 25 * per_tile,
         "second": sorted({r["second"] for r in reading_table() if r["solutions"]}),
@@ -405,12 +407,15 @@ def claims_ledger(archive: dict | None, paper_scale: dict | None) -> str:
         f"| boundaries remain the main source of error | 4 | error maps of the short demo on the synthetic sample "
         f"| {CHAPTERS[5]} | **not tested at paper scale** |",
     ]  # fmt: skip
-    return "\n".join(rows)
+    # in a div the site styles: on a phone each claim becomes a card of labelled fields instead of five columns
+    return "\n".join(["```{div} claims-ledger", *rows, "```"])
 
 
 def reproduce_boxes(archive: dict | None, paper_scale: dict | None) -> str:
     """Markdown: for each claim the book tests, the command that reproduces it, the expected value, the
     tolerance and the time it takes, each in a box that the ledger's ``reproduce`` links point at."""
+    from plinknet.study.stats import DECISION_RULE
+
     f = _claim_figures(archive)
     lab = ""
     if archive:
@@ -423,10 +428,14 @@ def reproduce_boxes(archive: dict | None, paper_scale: dict | None) -> str:
         ("reproduce-gap", "P-LinkNet beats LinkNet34 on Inria",
          "`make paper` (the paper's recipe on the real Inria data in `data/inria`, five seeds, on GPUs), then "
          "`results/paper-inria-gpu/summary.json`.",
-         "the paper's +0.22 points (84.48 - 84.26), most likely in mIoU.",
-         "reproduced if the 95 % paired interval over the seeds contains +0.22 and excludes 0; refuted if it "
-         "excludes +0.22.",
-         "not measured here: no GPU run yet." + (" " + lab if lab else "")),
+         "the paper's +0.22 points (84.48 - 84.26), most likely in mIoU." + _power_sentence(archive),
+         f"the decision rule, stated before the run and applied to every archive by one function "
+         f"(`plinknet.study.stats.decide`): {DECISION_RULE}.",
+         f"not measured here: no GPU has run `make paper` or `make gpu-check` (which measures the hours of "
+         f"`make paper` on the machine at hand). An estimate, not a measurement: about {_gpu_hours(f):.1f} "
+         f"GPU-hours for the ten runs, by arithmetic ({f['train_gflops']:.0f} GFLOPs per training crop of 512 px, "
+         f"3 forward passes, x 15,000 crops x 30 epochs x 10 runs) at an assumed {ASSUMED_TFLOPS} TFLOP/s "
+         f"sustained per GPU; the data loader may bound it instead." + (" " + lab if lab else "")),
         ("reproduce-second", "what the second number is",
          "`python -c \"from plinknet.study.protocol import reading_table; print(reading_table())\"` (or "
          f"re-execute {CHAPTER_6}).",
@@ -458,14 +467,39 @@ def reproduce_boxes(archive: dict | None, paper_scale: dict | None) -> str:
     return "\n".join(out)
 
 
+ASSUMED_TFLOPS = 50  # sustained training throughput per GPU for the estimate of make paper's hours (an assumption)
+
+
+def _gpu_hours(f: dict) -> float:
+    """GPU-hours of make paper's ten runs by arithmetic: training FLOPs at :data:`ASSUMED_TFLOPS` (an estimate)."""
+    return 10 * 30 * 15_000 * f["train_gflops"] * 1e9 / (ASSUMED_TFLOPS * 1e12) / 3600
+
+
+def _power_sentence(archive: dict | None) -> str:
+    """What five seeds can detect and what would settle the claim, at the synthetic lab's seed-to-seed spread."""
+    if not archive:
+        return ""
+    r = archive["readings"]["miou"]
+    return (f" At the synthetic lab's spread (σ of the mIoU gap {r['sigma']:.2f} points, 95 % confidence interval "
+            f"{_range(r['sigma_ci95'], '{:.2f}')}), the {r['seeds_planned']} seeds of `make paper` detect a gap of "
+            f"{r['detectable_gap']:.2f} points (95 % confidence interval {_range(r['detectable_gap_ci95'], '{:.2f}')}) "
+            f"with 80 % power, so the likely outcome is inconclusive; settling +0.22 would take {r['runs_needed']:,} "
+            f"runs of each network (95 % confidence interval {_range(r['runs_needed_ci95'])}). Converged "
+            f"ImageNet-initialised networks on Inria may vary less from seed to seed; `make paper` measures it.")
+
+
 def open_choices(archive: dict | None) -> str:
     """Markdown: the register of choices the paper leaves open: ours, the alternatives, the measured sensitivity."""
     seed = (f"the IoU gap varies by {archive['sigma_iou']:.2f} points from seed to seed (archived ablation)"
             if archive else "not measured")  # fmt: skip
+    from plinknet.data.tiles import split_words
+
+    split = split_words()
     register = [
-        ("train / validation split", "tiles 1-5 of each city validation, 6-36 training (literature, torchgeo)",
+        ("train / validation split", f"{split['val']} validation (literature, torchgeo), {split['select']} "
+         f"selection, {split['train']} training",
          "random tiles; the paper's own, unknown", "not measured"),
-        ("model selection", "best epoch on tile 6 of each city, never reported",
+        ("model selection", f"best epoch on {split['select']} (selection), never reported",
          "best epoch on the reported tiles (optimistic); the last epoch", "not measured"),
         ("SGD momentum, weight decay", "0.9, 1e-4", "0 to 0.99; 0 to 5e-4", "not measured"),
         ("MultiStepLR milestones, factor", "epochs 20 and 25, x0.1", "any", "not measured"),
@@ -594,9 +628,37 @@ def verdict_headline(results_dir: str | os.PathLike, paper_dir: str | os.PathLik
                 f"{_interval(paper, 'iou')} points in building IoU and {_interval(paper, 'miou')} in mIoU, from a "
                 f"schedule of minutes that shows the path runs and says nothing about the paper.")  # fmt: skip
     where = "On Inria" if paper else "On the synthetic lab sample (not Inria)"
-    readings = shown["readings"]
-    needed = sorted({n for m in ("iou", "miou") for n in readings[m]["runs_needed_ci95"]})
+    iou, miou = shown["readings"]["iou"], shown["readings"]["miou"]
     return (f"{head} {where}, {len(shown['seeds'])} seeds: a gap of {_interval(shown, 'iou')} points in building "
-            f"IoU ({verdict(shown, 'iou')}) and {_interval(shown, 'miou')} in mIoU ({verdict(shown, 'miou')}); "
-            f"telling the paper's +0.22 apart with 80 % power would take between {needed[0]:,} and "
-            f"{needed[-1]:,} runs of each network (95 % ranges of both readings).")
+            f"IoU ({verdict(shown, 'iou')}) and {_interval(shown, 'miou')} in mIoU ({verdict(shown, 'miou')}). At "
+            f"this spread, telling the paper's +0.22 apart with 80 % power would take {miou['runs_needed']:,} runs of "
+            f"each network read as mIoU (95 % confidence interval {_range(miou['runs_needed_ci95'])}) and "
+            f"{iou['runs_needed']:,} read as building IoU ({_range(iou['runs_needed_ci95'])}).")  # fmt: skip
+
+
+def _outcomes(summary: dict) -> str:
+    from plinknet.study.stats import verdict
+
+    words = {m: verdict(summary, m) for m in ("miou", "iou")}
+    if words["miou"] == words["iou"]:
+        return f"**{words['miou']}** under both readings"
+    return f"**{words['miou']}** read as mIoU, **{words['iou']}** read as building IoU"
+
+
+def status_line(results_dir: str | os.PathLike, paper_dir: str | os.PathLike | None = None) -> str:
+    """Page one's first line, from ``results/``: what was tested, on what data, and the outcome in one of the three
+    words of the decision rule (:func:`plinknet.study.stats.decide`), or "not run"."""
+    results_dir = Path(results_dir)
+    paper = load_summary(paper_archive(results_dir, paper_dir))
+    lab = load_summary(results_dir / "ablation-synthetic-cpu")
+    if paper is None:
+        inria = "**not run**"
+    elif is_rehearsal(paper):
+        inria = "**not run** (the archive read here is a rehearsal on synthetic data)"
+    else:
+        inria = f"{_outcomes(paper)} ({len(paper['seeds'])} seeds)"
+    line = (f"**Status.** Does pyramid pooling improve LinkNet34 by the paper's +0.22 points? On Inria at paper "
+            f"scale: {inria}.")  # fmt: skip
+    if lab is not None:
+        line += f" On the synthetic lab (not Inria; {len(lab['seeds'])} seeds on a CPU): {_outcomes(lab)}."
+    return line

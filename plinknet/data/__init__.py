@@ -7,9 +7,11 @@ Official layout (what the archive unpacks to)::
 
 36 tiles for each of austin, chicago, kitsap, tyrol-w and vienna. The paper does not state
 its split; like the literature and torchgeo, tiles 1-5 of every city are the validation set
-(25 tiles) and tiles 6-36 the training set (155 tiles). Both are cut into 512 x 512 crops:
-100 per tile on a regular grid, 15,500 training and 2,500 validation crops, which matches the
-paper's "over 10000 training and more than 2000 test pictures". Training crops are drawn at a
+(25 tiles). Of tiles 6-36, the recipes hold tile 6 of each city out as the selection set (5
+tiles: the epoch kept as best.pt is chosen on them) and train on tiles 7-36 (150 tiles);
+:func:`~plinknet.data.tiles.split_words` says it in words for pages to print. All are cut into
+512 x 512 crops: 100 per tile on a regular grid, 15,000 training and 2,500 validation crops,
+which matches the paper's "over 10000 training and more than 2000 test pictures". Training crops are drawn at a
 random place and scale with flips and 90-degree rotations (the paper's "horizontal flip,
 vertical flip, transformation"); validation crops are the fixed grid.
 

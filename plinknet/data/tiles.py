@@ -146,6 +146,27 @@ def split_of(number: int, select_tiles: tuple[int, ...] = ()) -> str:
     return "select" if number in select_tiles else "train"
 
 
+def split_words(select_tiles: tuple[int, ...] = (6,), tiles_per_city: int = 36) -> dict[str, str]:
+    """The split in words, for pages and messages to print rather than type: ``{"val": "tiles 1-5 of each city",
+    "select": "tile 6 of each city", "train": "tiles 7-36 of each city"}`` for Inria and the recipes' ``select_tiles``
+    (``select`` is absent when ``select_tiles`` is empty)."""
+
+    def spans(numbers: list[int]) -> str:
+        runs: list[list[int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+        return f"tile{'s' if len(numbers) > 1 else ''} {text} of each city"
+
+    numbers = range(1, tiles_per_city + 1)
+    words = {split: spans([n for n in numbers if split_of(n, tuple(select_tiles)) == split])
+             for split in ("val", "select", "train")}  # fmt: skip
+    return {k: v for k, v in words.items() if k != "select" or select_tiles}
+
+
 def find_tiles(root: str | os.PathLike, split: str, select_tiles: tuple[int, ...] = ()) -> list[Tile]:
     """List and check the image/mask pairs of one split.
 

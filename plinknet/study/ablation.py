@@ -38,7 +38,7 @@ Statistics (stated in ``summary.json`` too):
   any number of seeds, where a percentile bootstrap over 5 seeds covers about 84 %). A
   bootstrap over seeds and tiles, tiles resampled within their city, is kept as a sensitivity
   line;
-* the paper's +0.22 is read both as building IoU and as mIoU (chapter 6 finds mIoU likelier):
+* the paper's +0.22 is read both as building IoU and as mIoU (chapter 6 argues mIoU is likelier):
   for each, the verdict, whether 0 and +0.22 lie inside the interval, the seed-to-seed σ of the
   gap with its chi-square interval, the seeds needed to detect +0.22 with a paired two-sided
   t-test at 5 % and 80 % power (statsmodels' ``TTestPower``) at σ and at the ends of its

@@ -236,3 +236,33 @@ def conventions_markdown(scores: dict[str, dict[str, float]], note: str) -> str:
         cells = [f"{100 * m[k]:.2f}" for k in ("iou", "miou", "precision", "recall", "f1")]
         rows.append(f"| {CONVENTIONS[name]} | {' | '.join(cells)} | {200 * m['iou'] / (1 + m['iou']):.2f} |")
     return "\n".join(rows)
+
+
+def conventions_gap_markdown(scores: dict[str, dict[str, dict[str, float]]], first: str = "P-LinkNet",
+                             second: str = "LinkNet34") -> str:  # fmt: skip
+    """Markdown: the gap ``first`` minus ``second`` (points) under each convention and metric, and what holds.
+
+    Args:
+        scores: ``{model: score_conventions(...)}`` for both models, the same tiles and crops.
+
+    Returns:
+        A table, then one sentence per metric saying whether the gap's sign is the same under every convention
+        (computed, never assumed).
+    """
+    metrics = ("iou", "miou", "precision", "recall", "f1", "accuracy")
+    names = {"iou": "IoU", "miou": "mIoU", "precision": "precision", "recall": "recall", "f1": "F1",
+             "accuracy": "accuracy"}  # fmt: skip
+    rows = [f"| {first} − {second}, points | " + " | ".join(names[m] for m in metrics) + " |",
+            "|---|" + "---:|" * len(metrics)]  # fmt: skip
+    gaps = {c: {m: 100 * (scores[first][c][m] - scores[second][c][m]) for m in metrics} for c in scores[first]}
+    for convention, row in gaps.items():
+        rows.append(f"| {CONVENTIONS[convention]} | " + " | ".join(f"{row[m]:+.2f}" for m in metrics) + " |")
+    same = [names[m] for m in metrics if len({math.copysign(1, g[m]) for g in gaps.values()}) == 1]
+    changes = [names[m] for m in metrics if names[m] not in same]
+    readings = ("the sign differs between building IoU and mIoU under at least one convention"
+                if any(math.copysign(1, g["iou"]) != math.copysign(1, g["miou"]) for g in gaps.values())
+                else "building IoU and mIoU agree in sign under every convention")  # fmt: skip
+    text = (f"Across the four conventions the gap keeps its sign in {', '.join(same) or 'no metric'}"
+            + (f" and changes sign in {', '.join(changes)}" if changes else "")
+            + f"; {readings}.")  # fmt: skip
+    return "\n".join(rows) + "\n\n" + text

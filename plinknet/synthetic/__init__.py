@@ -12,8 +12,9 @@ unchanged, plus lab labels that Inria does not have::
     <out>/AerialImageDataset/train/lab/<city><n>_distractors.tif  uint8 LOOKALIKE_KINDS code, 0 none
     <out>/AerialImageDataset/train/lab/<city><n>_instances.csv    id, area_px, area_m2
 
-Tiles 1..``val_tiles`` of each city are validation and the following ones training, as in
-the usual Inria split (1-5 validation, 6-36 training). Numbers measured on this sample say
+Tiles 1..``val_tiles`` of each city are validation and the following ones, numbered from 6,
+the rest, as in Inria (tiles 1-5 validation; the recipes then hold tile 6 out for selection
+and train on the others). Numbers measured on this sample say
 nothing about the paper: it only exercises the code.
 
 What makes it more than coloured rectangles, and what a network has to learn:

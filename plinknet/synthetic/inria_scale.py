@@ -22,7 +22,7 @@ class InriaScaleConfig:
     """
 
     tile_size: int = 5000  # pixels on a side, as Inria (1.5 km at 0.3 m)
-    tiles_per_city: int = 36  # as Inria: tiles 1-5 validation, 6-36 training
+    tiles_per_city: int = 36  # as Inria: tiles 1-5 validation, 6 selection, 7-36 training
     patch_size: int = 1250  # drawn patches, 4 x 4 to a tile; drawing dominates the cost per pixel
     patches_per_city: int = 8  # x 8 flips and rotations: 64 variants to pick 16 per tile from
     resolution: float = 0.3  # metres per pixel, as Inria

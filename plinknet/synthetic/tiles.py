@@ -39,7 +39,7 @@ class SyntheticConfig:
 
     tile_size: int = 1000  # 300 m at 0.3 m; not a multiple of 32, like Inria's 5000
     val_tiles: int = 2  # tiles 1..val_tiles of each city (Inria: tiles 1-5 are validation)
-    train_tiles: int = 5  # tiles 6..5+train_tiles (Inria: 6-36 train); 6 picks best.pt, 7-10 train
+    train_tiles: int = 5  # tiles 6..5+train_tiles (Inria: 6-36); 6 picks best.pt, 7-10 train
     resolution: float = 0.3  # metres per pixel, as Inria
     cities: tuple[str, ...] = SYNTHETIC_CITIES  # one style each; five like Inria's five cities
 

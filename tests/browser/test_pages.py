@@ -1,0 +1,146 @@
+"""The built site in a real browser (headless Chromium, Debian's package, driven by Playwright).
+
+``make test`` builds the site as it is published (``jupyter-book build . -W``, nothing executed) and runs these
+checks on every page at a desktop (1280 x 800) and a phone (390 x 844) viewport:
+
+* page one's status line lies in the first screen;
+* no JavaScript error, besides requests to other hosts, which are blocked (the site must work offline);
+* every image loads;
+* nothing scrolls sideways but code blocks and the tables marked as scrolling (``plinknet-scrolls``: a line above
+  such a table says so): the page itself never;
+* the claims ledger (chapter 7) fits the width of the page.
+
+Chromium is looked up as ``$CHROMIUM``, else ``chromium``; ``.ci/run`` installs it when it is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = ROOT / "_build" / "html"
+VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
+PAGES = sorted(p.name for p in (SITE / "book").glob("*.html")) if (SITE / "book").is_dir() else []
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built site served over HTTP on a free local port (file:// would block the site's own requests)."""
+    if not PAGES:
+        pytest.fail(f"no built site in {SITE}: make test builds it first (jupyter-book build . -W)")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(SITE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("no Chromium: install Debian's chromium package (apt install chromium) or set $CHROMIUM")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+OVERFLOWING = """() => {
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const style = getComputedStyle(el);
+    if (!['auto', 'scroll'].includes(style.overflowX) || el.scrollWidth <= el.clientWidth + 1) continue;
+    if (el.closest('pre, .highlight, .plinknet-scrolls, mjx-container')) continue;  // allowed to
+    if (el.getBoundingClientRect().width === 0) continue;  // hidden (a closed dropdown, the side bars)
+    out.push(`${el.tagName.toLowerCase()}.${[...el.classList].join('.')} (${el.scrollWidth} > ${el.clientWidth})`);
+  }
+  return out;
+}"""
+
+BROKEN_IMAGES = """() => [...document.images].filter(i => i.getBoundingClientRect().width > 0 || i.loading !== 'lazy')
+  .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.currentSrc || i.src)"""
+
+
+def _open(browser, site: str, page_name: str, viewport: str):
+    width, height = VIEWPORTS[viewport]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    local = site + "/"
+
+    blocked: list[str] = []
+
+    def route(route):  # the site must work offline: other hosts are blocked, and that is no error of the site's
+        if route.request.url.startswith(local):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    def uncaught(error) -> None:  # a script that another host would have served is missing: its names are undefined
+        if not (blocked and "is not defined" in str(error)):
+            errors.append(f"uncaught: {error}")
+
+    page.route("**/*", route)
+    page.on("pageerror", uncaught)
+    page.on("console", lambda message: errors.append(f"console: {message.text} ({message.location.get('url')})")
+            if message.type == "error" and "net::ERR_FAILED" not in message.text else None)  # fmt: skip
+    page.on("requestfailed", lambda request: errors.append(f"failed request: {request.url}")
+            if request.url.startswith(local) else None)  # fmt: skip
+    page.goto(f"{site}/book/{page_name}", wait_until="load")
+    page.evaluate("() => Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
+    return context, page, errors
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+@pytest.mark.parametrize("page_name", PAGES)
+def test_every_page_loads_whole_and_fits(browser, site, page_name, viewport):
+    context, page, errors = _open(browser, site, page_name, viewport)
+    try:
+        assert errors == [], errors
+        assert page.evaluate(BROKEN_IMAGES) == []
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= VIEWPORTS[viewport][0], f"the page scrolls sideways: {width} px wide"
+        assert page.evaluate(OVERFLOWING) == []
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_the_status_line_is_in_page_ones_first_screen(browser, site, viewport):
+    context, page, _ = _open(browser, site, "intro.html", viewport)
+    try:
+        status = page.locator("article p", has_text="On Inria at paper scale").first
+        assert status.inner_text().startswith("Status.")
+        box = status.bounding_box()  # its first line at least, in the first screen
+        assert box is not None and box["y"] + 24 < VIEWPORTS[viewport][1], f"status line at {box}"
+        print(f"{viewport}: the status line starts {box['y']:.0f} px down")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_the_claims_ledger_fits(browser, site, viewport):
+    context, page, _ = _open(browser, site, "07_conclusion.html", viewport)
+    try:
+        ledger = page.locator("table", has_text="this book measured").first
+        table, frame = ledger.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+        assert table <= frame + 1, f"the ledger is {table} px wide in {frame} px"
+    finally:
+        context.close()
