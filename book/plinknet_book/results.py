@@ -480,10 +480,12 @@ def _power_sentence(archive: dict | None) -> str:
     if not archive:
         return ""
     r = archive["readings"]["miou"]
+    likely = (", so unless the true gap is that large, the likely outcome is inconclusive"
+              if r["detectable_gap"] > r["paper_gap"] else "")  # fmt: skip
     return (f" At the synthetic lab's spread (σ of the mIoU gap {r['sigma']:.2f} points, 95 % confidence interval "
             f"{_range(r['sigma_ci95'], '{:.2f}')}), the {r['seeds_planned']} seeds of `make paper` detect a gap of "
             f"{r['detectable_gap']:.2f} points (95 % confidence interval {_range(r['detectable_gap_ci95'], '{:.2f}')}) "
-            f"with 80 % power, so the likely outcome is inconclusive; settling +0.22 would take {r['runs_needed']:,} "
+            f"with 80 % power{likely}; settling +0.22 would take {r['runs_needed']:,} "
             f"runs of each network (95 % confidence interval {_range(r['runs_needed_ci95'])}). Converged "
             f"ImageNet-initialised networks on Inria may vary less from seed to seed; `make paper` measures it.")
 
