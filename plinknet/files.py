@@ -392,7 +392,7 @@ def check_seal(value, key: str) -> str | None:
     if not isinstance(value, dict):
         return "it is not a JSON object"
     if key not in value:
-        return f"it carries no checksum ({key})"
+        return f"it carries no checksum ({key}): written by a plinknet older than its checksums (2026-12-07), or edited"
     if value[key] != content_sha256(value, key):
         return f"its contents do not match its checksum ({key}): it was edited or damaged after plinknet wrote it"
     return None

@@ -125,8 +125,8 @@ def test_page_one_opens_with_its_status_from_the_archives(tmp_path):
                                      "points? On Inria at paper scale: **not run**.")  # fmt: skip
     (tmp_path / "ablation-synthetic-cpu").mkdir()
     (tmp_path / "ablation-synthetic-cpu" / "summary.json").write_text(json.dumps(_summary(-1.0, 2.0)))
-    assert status_line(tmp_path).endswith("On the synthetic lab (not Inria; 3 seeds on a CPU): **inconclusive** under "
-                                          "both readings.")  # fmt: skip
+    assert status_line(tmp_path).endswith("On the synthetic lab (not Inria; 3 seeds, cpu (2 threads)): "
+                                          "**inconclusive** under both readings.")  # fmt: skip
     rehearsal = {**_summary(0.5, 0.9), "data_kind": "synthetic"}
     (tmp_path / "paper-inria-gpu").mkdir()
     (tmp_path / "paper-inria-gpu" / "summary.json").write_text(json.dumps(rehearsal))

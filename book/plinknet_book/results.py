@@ -662,5 +662,6 @@ def status_line(results_dir: str | os.PathLike, paper_dir: str | os.PathLike | N
     line = (f"**Status.** Does pyramid pooling improve LinkNet34 by the paper's +0.22 points? On Inria at paper "
             f"scale: {inria}.")  # fmt: skip
     if lab is not None:
-        line += f" On the synthetic lab (not Inria; {len(lab['seeds'])} seeds on a CPU): {_outcomes(lab)}."
+        device = ", ".join(lab["runs_provenance"]["device"])
+        line += f" On the synthetic lab (not Inria; {len(lab['seeds'])} seeds, {device}): {_outcomes(lab)}."
     return line
