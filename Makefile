@@ -32,7 +32,7 @@ test: venv lint-workflows
 
 # What CI runs: HEAD cloned into a new temporary folder, ../shared linked beside it, then
 # .ci/run (make test) there, before any make book refreshes the notebooks' outputs. Uncommitted
-# changes are not in it. About 25 minutes on 2 CPU cores; the folder (with its .venv) is kept.
+# changes are not in it. About 31 minutes on 2 CPU cores; the folder (with its .venv) is kept.
 ci:
 	@test -z "$$(git status --porcelain --untracked-files=no)" || echo "note: uncommitted changes are not part of this check"
 	@dir=$$(mktemp -d) && echo "== fresh clone of $$(git rev-parse --short HEAD) in $$dir" && \
