@@ -15,6 +15,7 @@ Chromium is looked up as ``$CHROMIUM``, else ``chromium``; ``.ci/run`` installs 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -77,7 +78,9 @@ BROKEN_IMAGES = """() => [...document.images].filter(i => i.getBoundingClientRec
   .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.currentSrc || i.src)"""
 
 
-def _open(browser, site: str, page_name: str, viewport: str):
+@contextlib.contextmanager
+def _page(browser, site: str, page_name: str, viewport: str):
+    """The page opened at ``viewport``, other hosts blocked, with the errors it logged; closed after the block."""
     width, height = VIEWPORTS[viewport]
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
@@ -105,42 +108,36 @@ def _open(browser, site: str, page_name: str, viewport: str):
             if request.url.startswith(local) else None)  # fmt: skip
     page.goto(f"{site}/book/{page_name}", wait_until="load")
     page.evaluate("() => Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
-    return context, page, errors
+    try:
+        yield page, errors
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 @pytest.mark.parametrize("page_name", PAGES)
 def test_every_page_loads_whole_and_fits(browser, site, page_name, viewport):
-    context, page, errors = _open(browser, site, page_name, viewport)
-    try:
+    with _page(browser, site, page_name, viewport) as (page, errors):
         assert errors == [], errors
         assert page.evaluate(BROKEN_IMAGES) == []
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= VIEWPORTS[viewport][0], f"the page scrolls sideways: {width} px wide"
         assert page.evaluate(OVERFLOWING) == []
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_the_status_line_is_in_page_ones_first_screen(browser, site, viewport):
-    context, page, _ = _open(browser, site, "intro.html", viewport)
-    try:
+    with _page(browser, site, "intro.html", viewport) as (page, _):
         status = page.locator("article p", has_text="On Inria at paper scale").first
         assert status.inner_text().startswith("Status.")
         box = status.bounding_box()  # its first line at least, in the first screen
         assert box is not None and box["y"] + 24 < VIEWPORTS[viewport][1], f"status line at {box}"
         print(f"{viewport}: the status line starts {box['y']:.0f} px down")
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_the_claims_ledger_fits(browser, site, viewport):
-    context, page, _ = _open(browser, site, "07_conclusion.html", viewport)
-    try:
+    with _page(browser, site, "07_conclusion.html", viewport) as (page, _):
         ledger = page.locator("table", has_text="this book measured").first
         table, frame = ledger.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
         assert table <= frame + 1, f"the ledger is {table} px wide in {frame} px"
-    finally:
-        context.close()
