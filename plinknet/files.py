@@ -350,7 +350,7 @@ def write_once(path: str | os.PathLike, text: str) -> bool:
         tmp = temporary_name(path)
         try:
             tmp.write_bytes(data)
-            os.link(tmp, path)
+            _link_new(tmp, path)
             return True
         except FileExistsError:
             pass  # another writer landed it meanwhile: compared below
@@ -362,6 +362,24 @@ def write_once(path: str | os.PathLike, text: str) -> bool:
         return False
     raise FileExistsError(f"{path} exists and holds something else; plinknet writes an archive's files once and "
                           f"never rewrites them")  # fmt: skip
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Give the complete ``tmp`` the name ``path``, which must not exist (FileExistsError if it does).
+
+    A hard link refuses an existing name atomically. File systems without hard links (FAT, some network and FUSE
+    mounts, Google Drive on Colab among them) refuse the link itself: there the name is checked, then ``tmp`` renamed
+    onto it, which leaves a moment in which another writer could land first (the archive's writers hold locks)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, f"{path} exists") from None
+        os.replace(tmp, path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

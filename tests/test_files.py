@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -383,6 +384,17 @@ def test_an_archive_file_is_written_once(tmp_path, monkeypatch):
         write_once(tmp_path / "raced.json", "mine")
     assert (tmp_path / "raced.json").read_text() == "theirs" and sorted(os.listdir(tmp_path)) == ["archive",
                                                                                                  "raced.json"]
+
+    def no_hard_links(source, target):  # FAT, some FUSE mounts (Google Drive on Colab)
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    assert write_once(tmp_path / "drive" / "results.csv", "a,b\n") is True
+    assert (tmp_path / "drive" / "results.csv").read_text() == "a,b\n" and os.listdir(tmp_path / "drive") == [
+        "results.csv"]  # fmt: skip
+    assert write_once(tmp_path / "drive" / "results.csv", "a,b\n") is False
+    with pytest.raises(FileExistsError, match="holds something else"):
+        write_once(tmp_path / "drive" / "results.csv", "c,d\n")
 
 
 def test_a_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
