@@ -144,9 +144,9 @@ clean:
 	rm -rf _build .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
-# runs/ (every run's checkpoints, the demo's and make paper's included): lists it and says how to delete it by hand.
+# runs/ (every run's checkpoints, the demo's and make paper's included): lists it and leaves deleting to its owner.
 # Nothing here deletes it: checkpoints are a user's work, and scoring an archive again needs them.
 clean-runs:
 	@if [ ! -d runs ]; then echo "no runs/ here: nothing to delete"; exit 0; fi; \
 	echo "runs/ holds (checkpoints included: scoring an archive again needs them):"; du -sh runs/* runs/.[!.]* 2>/dev/null; \
-	echo "nothing deleted; if none of it is wanted any more, delete it yourself: rm -r runs"
+	echo "nothing deleted: no make target removes runs, results or data; what you no longer want, delete yourself"

@@ -238,7 +238,7 @@ def test_make_clean_keeps_runs_and_clean_runs_only_lists_them(tmp_path):
     assert (tmp_path / ".venv/lib/__pycache__").is_dir()
     for confirm in ([], ["CONFIRM=yes"]):
         listed = make("clean-runs", *confirm)
-        assert "runs/ablation" in listed and "nothing deleted" in listed and "rm -r runs" in listed
+        assert "runs/ablation" in listed and "nothing deleted" in listed and "delete yourself" in listed
         assert (tmp_path / "runs/ablation/seed0/best.pt").is_file() and (tmp_path / "results/x").is_dir()
 
 
