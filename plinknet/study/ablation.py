@@ -380,11 +380,12 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha25
             config = model_config(base, model, seed, runs_dir)
             record_path = _record_path(folder, seed, model)
             elsewhere = [_record_path(out, seed, model), *sorted((out / "scores").glob(f"*/runs/{record_path.name}"))]
-            earlier = [record_path] if record_path.is_file() else [p for p in elsewhere if p.is_file()]
-            for path in earlier:
-                _same_recipe(read_record(path), path, config, runs_dir)
-            if record_path.is_file():
-                _same_checkpoint(read_record(record_path), record_path, config)
+            paths = [record_path] if record_path.is_file() else [p for p in elsewhere if p.is_file()]
+            earlier = {path: read_record(path) for path in paths}  # each read (and checked) once
+            for path, record in earlier.items():
+                _same_recipe(record, path, config, runs_dir)
+            if record_path in earlier:
+                _same_checkpoint(earlier[record_path], record_path, config)
                 if not quiet:
                     print(f"{model}, seed {seed}: done ({record_path})", flush=True)
                 continue
@@ -392,9 +393,10 @@ def _plan(base, seeds, models, out: Path, runs_dir: Path, split: str, data_sha25
                 todo.append((model, seed, "training into"))
                 continue
             missing = _missing_checkpoint(Path(config.out_dir), "best.pt", config)
-            recorded = read_record(earlier[0])["config"].get("out_dir")
+            first, record = next(iter(earlier.items()))
             if missing and not retrain:
-                unreachable.append(f"{earlier[0]} (to score again) needs {missing}; recorded run folder: {recorded}")
+                unreachable.append(f"{first} (to score again) needs {missing}; recorded run folder: "
+                                   f"{record['config'].get('out_dir')}")  # fmt: skip
             elif missing:
                 todo.append((model, seed, f"training again from scratch (--retrain; {missing}) into"))
             else:
