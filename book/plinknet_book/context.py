@@ -171,6 +171,17 @@ def glue_text(name: str, value) -> None:
     glue(name, value, display=False)
 
 
+def glue_split(select_tiles) -> dict[str, str]:
+    """The split in words (:func:`plinknet.data.tiles.split_words`) for the prose: ``{glue:text}`split-val```,
+    ``split-select`` and ``split-train``, so that no page types a tile number."""
+    from plinknet.data.tiles import split_words
+
+    words = split_words(tuple(select_tiles))
+    for split, text in words.items():
+        glue_text(f"split-{split}", text)
+    return words
+
+
 def _recipe_fields() -> list[str]:
     """The recipe (:data:`plinknet.train.RECIPE_FIELDS`) less the data folder, which the pages show on their own."""
     from plinknet.train.config import RECIPE_FIELDS
