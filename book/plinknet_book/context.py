@@ -140,16 +140,64 @@ def _short(commit: str) -> str:
     return f"`{base[:12]}`" + (" plus uncommitted changes" if changed else "")
 
 
+SMALLEST_TEXT_KEY = "plinknet:smallest-text-px"  # the saved image's metadata: its smallest text, in its own pixels
+
+
+def smallest_text_px(fig, dpi: float) -> float | None:
+    """The height of the smallest text drawn on ``fig`` (font size) in pixels of an image saved at ``dpi``.
+
+    Every visible, non-empty text counts (titles, labels, tick labels, legends, annotations), but not the axis
+    texts of an axes turned off, which are not drawn; None when the figure has no text. The browser check
+    (``tests/browser/test_pages.py``) turns it into CSS pixels on the page: a phone reader needs 9 at least.
+    """
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # tick labels get their text when drawn
+
+    def drawn(artist):
+        if not artist.get_visible():
+            return
+        if isinstance(artist, Text) and artist.get_text().strip():
+            yield artist
+        for child in artist.get_children():
+            if not (isinstance(artist, Axes) and not artist.axison and isinstance(child, Axis)):
+                yield from drawn(child)
+
+    sizes = [text.get_fontsize() for text in drawn(fig)]
+    return min(sizes) * dpi / 72 if sizes else None
+
+
+def figure_image(fig, photo: bool = False) -> bytes:
+    """``fig`` saved as the book shows it: at twice its resolution, cut to its content, PNG or (``photo``) JPEG,
+    its smallest text (:func:`smallest_text_px`) in the image's metadata under :data:`SMALLEST_TEXT_KEY` (a PNG
+    text chunk; a JPEG comment ``key=value``), for the browser check. Closes the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    dpi = 2 * fig.dpi
+    smallest = smallest_text_px(fig, dpi)
+    smallest = "inf" if smallest is None else f"{smallest:.1f}"  # inf: no text to read
+    buffer = io.BytesIO()
+    if photo:
+        fig.savefig(buffer, format="jpeg", dpi=dpi, bbox_inches="tight",
+                    pil_kwargs={"quality": 85, "comment": f"{SMALLEST_TEXT_KEY}={smallest}"})  # fmt: skip
+    else:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={SMALLEST_TEXT_KEY: smallest})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def glue_figure(name: str, fig, photo: bool | None = None) -> None:
     """Hand a figure to MyST-NB under ``name`` (for a numbered ``{glue:figure}`` with a caption), not shown here.
 
     The image is rendered at twice the figure's resolution and marked as such (sharp on high-DPI
     screens and when a phone reader opens it at full size): PNG, or JPEG for ``photo`` figures
-    (aerial images; by default when the notebook asked for JPEG figures, as chapter 5 does).
+    (aerial images; by default when the notebook asked for JPEG figures, as chapter 5 does). It
+    carries its smallest text size (:func:`figure_image`).
     """
-    import io
-
-    import matplotlib.pyplot as plt
     from IPython.display import Image
     from myst_nb import glue
 
@@ -157,11 +205,22 @@ def glue_figure(name: str, fig, photo: bool | None = None) -> None:
         from matplotlib_inline.backend_inline import InlineBackend
 
         photo = "jpeg" in {f.lower() for f in InlineBackend.instance().figure_formats}
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="jpeg" if photo else "png", dpi=2 * fig.dpi, bbox_inches="tight",
-                **({"pil_kwargs": {"quality": 85}} if photo else {}))  # fmt: skip
-    plt.close(fig)
-    glue(name, Image(data=buffer.getvalue(), format="jpeg" if photo else "png", retina=True), display=False)
+    data = figure_image(fig, photo)
+    glue(name, Image(data=data, format="jpeg" if photo else "png", retina=True), display=False)
+
+
+def read_smallest_text_px(path) -> float | None:
+    """The smallest text size that :func:`glue_figure` wrote into an image file's metadata (pixels of the image;
+    ``inf``: the figure has no text); None for an image without it."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as image:
+        if image.format == "PNG":
+            value = image.info.get(SMALLEST_TEXT_KEY)
+        else:
+            key, _, value = image.info.get("comment", b"").decode("latin-1").partition("=")
+            value = value if key == SMALLEST_TEXT_KEY else None
+    return float(value) if value else None
 
 
 def glue_text(name: str, value) -> None:

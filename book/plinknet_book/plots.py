@@ -21,6 +21,12 @@ ERROR_COLOURS = {"true positive": OKABE_ITO["yellow"], "false positive": OKABE_I
 MODEL_COLOURS = {"P-LinkNet": OKABE_ITO["blue"], "LinkNet34": OKABE_ITO["orange"]}
 
 
+# Every figure must read on a phone: shown 342 CSS px wide there (a 390 px screen), a figure W inches wide at 100 dpi
+# needs text of 1.9 W points for 9 CSS px. So figures are at most about 5.5 inches wide, with 11 pt text, and stack
+# their panels rather than set them side by side (tests/test_plots.py measures each one).
+PHONE = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": 11, "ytick.labelsize": 11,
+         "legend.fontsize": 11, "figure.titlesize": 12}  # fmt: skip
+
 METRIC_LABELS = {"iou": "IoU", "miou": "mIoU", "f1": "F1", "precision": "precision", "recall": "recall",
                  "accuracy": "accuracy"}  # fmt: skip
 
@@ -64,7 +70,8 @@ def error_map(prediction: np.ndarray, truth: np.ndarray, image: np.ndarray | Non
 
 def _legend(fig, **kwargs) -> None:
     handles = [Patch(color=c, label=n) for n, c in ERROR_COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10, **kwargs)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=11, handlelength=1,
+               columnspacing=1, **kwargs)  # fmt: skip
 
 
 def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None = None,
@@ -100,16 +107,19 @@ def show_samples(samples: Sequence[Mapping], ncols: int = 4, title: str | None =
 
 def show_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles: Sequence[str],
                ncols: int = 4) -> plt.Figure:  # fmt: skip
-    """Rows of (image, image with mask) for uint8 images and {0,1} masks."""
+    """Rows of (image, image with mask) for uint8 images and {0,1} masks; a title breaks after its colon.
+
+    Panels 1.4 inches wide, titles 11 pt: four columns read on a phone.
+    """
     n = len(images)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(2.6 * ncols, 5.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(2 * nrows, ncols, figsize=(1.4 * ncols, 3.15 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, mask, title) in enumerate(zip(images, masks, titles)):
         r, c = 2 * (i // ncols), i % ncols
         axes[r, c].imshow(image)
-        axes[r, c].set_title(title, fontsize=9)
+        axes[r, c].set_title(title.replace(": ", ":\n"), fontsize=11)
         axes[r + 1, c].imshow(overlay(image, mask))
     fig.tight_layout()
     return fig
@@ -118,8 +128,10 @@ def show_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], titles
 def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "",
                  held_out: str = "selection") -> plt.Figure:  # fmt: skip
     """Loss and IoU/mIoU per epoch for one or more runs (rows of ``history.csv``); ``held_out`` names the tiles the
-    epochs were scored on (``selection`` with the recipes' ``select_tiles``, ``validation`` without)."""
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 3.8))
+    epochs were scored on (``selection`` with the recipes' ``select_tiles``, ``validation`` without). The two panels
+    are stacked, legends below each: legible on a phone."""
+    with plt.rc_context(PHONE):
+        fig, (ax_loss, ax_iou) = plt.subplots(2, 1, figsize=(5.0, 7.0))
     for i, (name, rows) in enumerate(histories.items()):
         colour = model_colour(name, i)
         epochs = [r["epoch"] for r in rows]
@@ -131,7 +143,7 @@ def plot_history(histories: Mapping[str, Sequence[Mapping]], title: str = "",
     ax_iou.set(xlabel="epoch", ylabel="%", title=f"{held_out} IoU (building) and mIoU (2-class mean)")
     for ax in (ax_loss, ax_iou):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # off the data
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
         fig.suptitle(title)
@@ -151,8 +163,9 @@ def plot_predictions(
     """
     names = list(predictions)
     ncols = 2 + 2 * len(names)
-    fig, axes = plt.subplots(len(images), ncols, figsize=(1.6 * ncols, 1.6 * len(images) + 0.4), squeeze=False)
-    headers = ["image", "ground truth"] + [h for n in names for h in (n, f"{n} errors")]
+    side = 0.9  # inches a panel: six columns and 11 pt headers read on a phone
+    fig, axes = plt.subplots(len(images), ncols, figsize=(side * ncols + 0.3, side * len(images) + 1.3), squeeze=False)
+    headers = ["image", "ground\ntruth"] + [h for n in names for h in (n, f"{n}\nerrors")]
     for row, (image, truth) in enumerate(zip(images, truths)):
         panels = [image, truth]
         for n in names:
@@ -163,32 +176,39 @@ def plot_predictions(
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(headers[col], fontsize=10)
+                ax.set_title(headers[col], fontsize=11)
         if titles:
-            axes[row, 0].set_ylabel(titles[row], fontsize=10)
+            axes[row, 0].set_ylabel(titles[row], fontsize=11)
     _legend(fig)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=0.2, w_pad=0.2)
     return fig
 
 
 def plot_city_bars(reports: Mapping[str, Mapping], metric: str = "iou", title: str = "") -> plt.Figure:
-    """Grouped bars of one metric per city and overall, one bar per model (``evaluation_report`` dicts)."""
+    """Grouped bars of one metric per city and overall, one bar per model (``evaluation_report`` dicts).
+
+    The bars lie on their side, a city a row, each with its value at its end: legible on a phone.
+    """
     names = list(reports)
     cities = list(next(iter(reports.values()))["per_city"]) + ["overall"]
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(1.6 * len(cities) + 2, 3.6))
-    x = np.arange(len(cities))
-    for i, name in enumerate(names):
-        values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
-        values.append(100 * reports[name]["overall"][metric])
-        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, color=model_colour(name, i))
-        ax.bar_label(bars, fmt="%.1f", fontsize=9)
-    ax.set_xticks(x, cities)
-    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
+    with plt.rc_context(PHONE):
+        fig, ax = plt.subplots(figsize=(5.2, 0.75 * len(cities) + 1.4))
+        y = np.arange(len(cities))
+        for i, name in enumerate(names):
+            values = [100 * reports[name]["per_city"][c][metric] for c in cities[:-1]]
+            values.append(100 * reports[name]["overall"][metric])
+            bars = ax.barh(y + (i - (len(names) - 1) / 2) * width, values, width, label=name,
+                           color=model_colour(name, i))  # fmt: skip
+            ax.bar_label(bars, fmt="%.1f", padding=2)
+        ax.set_yticks(y, cities)
+        ax.invert_yaxis()  # the first city on top, overall last
+        ax.set_xlim(0, 1.15 * ax.get_xlim()[1])  # room for the values
+        ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(names), frameon=False)  # off the data
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(title)
+        fig.tight_layout()
     return fig
 
 
@@ -214,15 +234,15 @@ def plot_disagreement(image: np.ndarray, first: np.ndarray, second: np.ndarray, 
     parts = disagreement(first, second, truth)
     for where, colour in zip(parts.values(), DISAGREEMENT_COLOURS.values()):
         out[where] = _rgb(colour)
-    fig, ax = plt.subplots(figsize=(6.4, 6.9))
+    fig, ax = plt.subplots(figsize=(5.2, 5.7))  # narrow: legible on a phone
     ax.imshow(out)
     ax.set_xticks([])
     ax.set_yticks([])
     handles = [Patch(color=c, label=f"{n}: {int(parts[n].sum()):,d} px") for n, c in DISAGREEMENT_COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=1, frameon=False, fontsize=10)
+    fig.legend(handles=handles, loc="lower center", ncol=1, frameon=False, fontsize=11)
     if title:
-        ax.set_title(title)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+        ax.set_title(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
@@ -237,7 +257,8 @@ def plot_city_seeds(per_city: Mapping[str, Mapping[str, Sequence[float]]], live:
     models = list(per_city)
     cities = list(next(iter(per_city.values())))
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.5 * len(cities) + 2, 3.8))
+    with plt.rc_context(PHONE):  # narrow: legible on a phone
+        fig, ax = plt.subplots(figsize=(5.2, 4.6))
     x = np.arange(len(cities))
     for i, name in enumerate(models):
         offset = x + (i - (len(models) - 1) / 2) * width
@@ -250,9 +271,10 @@ def plot_city_seeds(per_city: Mapping[str, Mapping[str, Sequence[float]]], live:
         if live and name in live:
             demo = [100 * live[name]["per_city"][c][metric] if c in live[name]["per_city"] else np.nan for c in cities]
             ax.plot(offset, demo, "x", color=colour, ms=8, mew=2, label=f"{name}: live demo")  # each its own colour
-    ax.set_xticks(x, cities)
-    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)")
-    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # off the data
+    ax.set_xticks(x, cities, fontsize=11)
+    ax.tick_params(labelsize=11)
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (%)", fontsize=11)
+    ax.legend(fontsize=11, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)  # off the data
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -285,49 +307,81 @@ def plot_polygons(polygons: Mapping, title: str, colour: str = "#D55E00") -> plt
 
 def plot_scene(image: np.ndarray, probability: np.ndarray, truth: np.ndarray | None = None,
                threshold: float = 0.5, title: str = "") -> plt.Figure:  # fmt: skip
-    """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction."""
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
+    """A whole scene: image, predicted probability, and the error map (or the mask) of the prediction; two panels
+    a row, the legend in the fourth place (legible on a phone)."""
+    with plt.rc_context(PHONE):
+        fig, grid = plt.subplots(2, 2, figsize=(5.4, 5.6))
+    axes, key = grid.flat[:3], grid.flat[3]
+    key.axis("off")
     axes[0].imshow(image)
-    axes[0].set_title("image")
+    axes[0].set_title("image", fontsize=11)
     shown = axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1)
-    axes[1].set_title("building probability")
-    fig.colorbar(shown, cax=axes[1].inset_axes([1.03, 0, 0.04, 1]))  # beside the panel, not out of it
+    axes[1].set_title("building probability", fontsize=11)
+    bar = fig.colorbar(shown, cax=axes[1].inset_axes([1.03, 0, 0.05, 1]))  # beside the panel, not out of it
+    bar.ax.tick_params(labelsize=11)
     pred = probability > threshold
     if truth is not None:
         axes[2].imshow(error_map(pred, truth, image))
-        axes[2].set_title(f"errors at threshold {threshold}")
-        _legend(fig)
+        axes[2].set_title(f"errors at threshold {threshold}", fontsize=11)
+        key.legend(handles=[Patch(color=c, label=n) for n, c in ERROR_COLOURS.items()], loc="center", frameon=False,
+                   fontsize=11)  # fmt: skip
     else:
         axes[2].imshow(overlay(image, pred))
-        axes[2].set_title(f"mask at threshold {threshold}")
+        axes[2].set_title(f"mask at threshold {threshold}", fontsize=11)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout()
     return fig
 
 
+@plt.rc_context(PHONE)
 def plot_pyramid_bins(image: np.ndarray, bins: Sequence[int] = (1, 2, 3, 6)) -> plt.Figure:
-    """What each pyramid level averages over: the image cut into b x b regions, one panel per bin."""
-    fig, axes = plt.subplots(1, len(bins), figsize=(2.4 * len(bins), 2.9))
+    """What each pyramid level averages over: the image cut into b x b regions, one panel per bin, two a row."""
+    nrows = -(-len(bins) // 2)
+    fig, axes = plt.subplots(nrows, 2, figsize=(5.2, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(bins):]:
+        ax.axis("off")
     h, w = image.shape[:2]
-    for ax, b in zip(np.atleast_1d(axes), bins):
+    for ax, b in zip(axes.flat, bins):
         ax.imshow(image)
         for k in range(1, b):
             ax.axhline(k * h / b, color="yellow", lw=1.5)
             ax.axvline(k * w / b, color="yellow", lw=1.5)
         side = h / b * 0.3  # metres, at Inria's 0.3 m pixels
-        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)", fontsize=10)
+        ax.set_title(f"bin {b}: {b * b} region{'s' if b > 1 else ''}\n(each ~{side:.0f} m at 0.3 m/px)")
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
     return fig
 
 
+def _inch_canvas(width: float, height: float) -> tuple[plt.Figure, plt.Axes]:
+    """A figure ``width`` x ``height`` inches whose one axes, turned off, fills it in inches: for diagrams."""
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    return fig, ax
+
+
+def _box(ax, x: float, y: float, text: str, colour: str, width: float, height: float = 0.62) -> None:
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.03", fc=colour,
+                                ec="k", lw=0.8))  # fmt: skip
+    ax.text(x, y, text, ha="center", va="center")
+
+
+def _arrow(ax, start, end, **style) -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "k", "lw": 1.0, **style})
+
+
+@plt.rc_context(PHONE)
 def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: str = "P-LinkNet") -> plt.Figure:
-    """A block diagram of the U-shape: encoder stages down, the pyramid centre, decoder stages up.
+    """A block diagram of the U-shape: encoder stages down the left, the pyramid centre at the bottom, decoder
+    stages up the right (5 inches wide, legible on a phone).
 
     ``shapes`` is ``plinknet.model.stage_shapes`` output: (stage name, (B, C, H, W)). Boxes on
     one row share a resolution; dashed arrows are LinkNet's skips, added to the decoder output.
@@ -336,89 +390,80 @@ def architecture_diagram(shapes: Sequence[tuple[str, tuple[int, ...]]], title: s
     # (name, level): level 0 is full resolution, each level down halves it
     encoder = [("input", 0), ("stem", 1), ("layer1", 2), ("layer2", 3), ("layer3", 4), ("layer4", 5)]
     decoder = [("final", 0), ("decoder1", 1), ("decoder2", 2), ("decoder3", 3), ("decoder4", 4)]
-    fig, ax = plt.subplots(figsize=(12, 6))
-    ax.set_xlim(0, 12)
-    ax.set_ylim(-0.6, 6.5)
-    ax.axis("off")
+    step, w, h, width = 0.85, 1.6, 0.62, 5.0  # row spacing, box width and height, figure width: inches
+    x_encoder, x_middle, x_decoder = w / 2 + 0.05, width / 2, width - w / 2 - 0.05
+    rows = 7 if "centre" in shape_of else 6
+    fig, ax = _inch_canvas(width, rows * step + 0.7)
 
-    def box(x, y, name, colour, w=2.0, label=None):
-        _, c, h, wd = shape_of[name]
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.3), w, 0.6, boxstyle="round,pad=0.03", fc=colour, ec="k", lw=0.8))
-        ax.text(x, y, f"{label or name}\n{c} x {h} x {wd}", ha="center", va="center", fontsize=8)
+    def y(level):  # the centre is level 6
+        return (rows - 0.5 - level) * step
 
-    def arrow(start, end, **style):
-        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", **style))
-
-    def x_encoder(level):
-        return 1.3 + 0.75 * level
-
-    def x_decoder(level):
-        return 10.7 - 0.75 * level
+    def box(x, level, name, colour, label=None):
+        _, c, hh, ww = shape_of[name]
+        _box(ax, x, y(level), f"{label or name}\n{c} x {hh} x {ww}", colour, w, h)
 
     for name, level in encoder:
-        box(x_encoder(level), 6 - level, name, "#eeeeee" if name == "input" else "#a6d5a0")
+        box(x_encoder, level, name, "#eeeeee" if name == "input" else "#a6d5a0")
     for name, level in decoder:
-        box(x_decoder(level), 6 - level, name, "#9cc3e6")
-    if "centre" in shape_of:
-        box(6.0, 0.0, "centre", "#f6c28b", w=3.0, label="pyramid pooling, bins (1, 2, 3, 6)")
-    else:
-        ax.text(6.0, 0.0, "no centre (LinkNet34)", ha="center", va="center", fontsize=8)
-    for level in (2, 3, 4):  # encoder stage added to the decoder block output of the same size
-        y = 6 - level
-        arrow((x_encoder(level) + 1.0, y), (x_decoder(level) - 1.0, y), color="grey", ls="--")
-        ax.text(6.0, y + 0.08, "+ (skip, added)", ha="center", fontsize=9, color="grey")
+        box(x_decoder, level, name, "#9cc3e6", label="final: logits" if name == "final" else None)
     flow = {"color": "k", "lw": 1.2}  # the data's path: down the encoder, through the centre, up the decoder
     for level in range(5):
-        arrow((x_encoder(level), 6 - level - 0.33), (x_encoder(level + 1), 6 - level - 0.67), **flow)
-    if "centre" in shape_of:
-        arrow((x_encoder(5), 0.67), (x_encoder(5), 0.33), **flow)
-        arrow((x_decoder(4) - 0.5, 0.33), (x_decoder(4), 1.67), **flow)
-    else:  # LinkNet34: the encoder's last map goes straight to the decoder
-        arrow((x_encoder(5) + 1.0, 1.0), (x_decoder(4) - 0.5, 1.67), **flow)
+        _arrow(ax, (x_encoder, y(level) - h / 2), (x_encoder, y(level + 1) + h / 2), **flow)
     for level in range(4, 0, -1):
-        arrow((x_decoder(level), 6 - level + 0.33), (x_decoder(level - 1), 6 - level + 0.67), **flow)
-    ax.text(x_decoder(0), 6.45, "one logit per pixel", ha="center", fontsize=8)
-    ax.set_title(title)
+        _arrow(ax, (x_decoder, y(level) + h / 2), (x_decoder, y(level - 1) - h / 2), **flow)
+    if "centre" in shape_of:  # below the two columns, between them
+        box(x_middle, 6, "centre", "#f6c28b", label="pyramid pooling")
+        _arrow(ax, (x_encoder, y(5) - h / 2), (x_middle - w / 2, y(6)), **flow)
+        _arrow(ax, (x_middle + w / 2, y(6)), (x_decoder, y(4) - h / 2), **flow)
+    else:  # LinkNet34: the encoder's last map goes straight to the decoder
+        _arrow(ax, (x_encoder + w / 2, y(5)), (x_decoder, y(4) - h / 2), **flow)
+        ax.text(x_middle, y(5) - 0.2, "no centre\n(LinkNet34)", ha="center", va="center")
+    for level in (2, 3, 4):  # encoder stage added to the decoder block output of the same size
+        _arrow(ax, (x_encoder + w / 2, y(level)), (x_decoder - w / 2, y(level)), color="grey", ls="--")
+        ax.text(x_middle, y(level) + 0.06, "+ skip", ha="center", va="bottom", color="dimgrey")
+    ax.text(x_middle, y(0) + h / 2 + 0.25, title, ha="center", va="bottom", fontsize=12)
     return fig
 
 
+@plt.rc_context(PHONE)
 def pyramid_diagram(shapes: Mapping) -> plt.Figure:
-    """The paper's Figure 2 from ``plinknet.model.pyramid_shapes``: pool, 1x1 conv, upsample, concatenate, fuse."""
+    """The paper's Figure 2 from ``plinknet.model.pyramid_shapes``, top to bottom: the centre map, one column per
+    pyramid level (pool, 1x1 conv, upsample), the concatenation with the input itself, the fuse (5.3 inches wide,
+    legible on a phone)."""
     levels, n = shapes["levels"], len(shapes["levels"])
-    fig, ax = plt.subplots(figsize=(12, 1.4 + 1.0 * n))
-    ax.set_xlim(0, 12)
-    ax.set_ylim(-0.5, n + 0.5)
-    ax.axis("off")
+    w, h, gap, side = 1.12, 0.8, 0.08, 0.45  # level box width and height, between columns, right margin: inches
+    width = 0.06 + n * w + (n - 1) * gap + side
+    middle = 0.06 + (width - 0.06 - side) / 2
+    fig, ax = _inch_canvas(width, 6.6)
 
-    def box(x, y, label, shape, colour, w=1.7):
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.31), w, 0.62, boxstyle="round,pad=0.03", fc=colour, ec="k",
-                                    lw=0.8))  # fmt: skip
-        ax.text(x, y, f"{label}\n{shape[1]} x {shape[2]} x {shape[3]}", ha="center", va="center", fontsize=8)
+    def shape(s):
+        return f"{s[1]}×{s[2]}×{s[3]}"
 
-    def arrow(start, end, **style):
-        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "k", "lw": 0.9, **style})
-
-    middle = (n - 1) / 2
-    box(1.0, middle, "centre map in", shapes["input"], "#a6d5a0")
-    for row, level in enumerate(levels):
-        y = n - 1 - row
-        box(3.0, y, f"avg pool to {level['bin']} x {level['bin']}", level["pooled"], "#fde0c5")
-        box(5.0, y, "1x1 conv, ReLU", level["reduced"], "#f6c28b")
-        box(7.0, y, "bilinear up", level["upsampled"], "#f6c28b")
-        arrow((1.85, middle), (2.15, y))
-        arrow((3.85, y), (4.15, y))
-        arrow((5.85, y), (6.15, y))
-        arrow((7.85, y), (8.25, middle))
-    top = n - 0.35  # the input itself goes over the levels into the concatenation
-    ax.plot([1.0, 1.0, 9.0], [middle + 0.31, top, top], color="grey", ls="--", lw=0.9)
-    arrow((9.0, top), (9.0, middle + 0.34), color="grey", ls="--")
-    ax.text(5.0, top + 0.08, "the input itself", ha="center", fontsize=8, color="grey")
-    box(9.0, middle, "concatenate", shapes["concatenated"], "#eeeeee", w=1.5)
-    box(11.0, middle, "1x1 conv, BN, ReLU", shapes["output"], "#9cc3e6")
-    arrow((9.75, middle), (10.15, middle))
+    rows = {"input": 5.55, "pooled": 4.35, "reduced": 3.35, "upsampled": 2.35, "concatenated": 1.25, "output": 0.35}
+    _box(ax, middle, rows["input"], f"centre map in\n{shape(shapes['input'])}", "#a6d5a0", 2.2, 0.62)
+    for column, level in enumerate(levels):
+        x = 0.06 + w / 2 + column * (w + gap)
+        b = level["bin"]
+        _box(ax, x, rows["pooled"], f"average\npool {b}x{b}\n{shape(level['pooled'])}", "#fde0c5", w, h)
+        _box(ax, x, rows["reduced"], f"1x1 conv,\nReLU\n{shape(level['reduced'])}", "#f6c28b", w, h)
+        _box(ax, x, rows["upsampled"], f"bilinear\nupsample\n{shape(level['upsampled'])}", "#f6c28b", w, h)
+        _arrow(ax, (middle, rows["input"] - 0.31), (x, rows["pooled"] + h / 2))
+        _arrow(ax, (x, rows["pooled"] - h / 2), (x, rows["reduced"] + h / 2))
+        _arrow(ax, (x, rows["reduced"] - h / 2), (x, rows["upsampled"] + h / 2))
+        _arrow(ax, (x, rows["upsampled"] - h / 2), (middle, rows["concatenated"] + 0.31))
+    x_side = width - 0.12  # the input itself goes round the levels into the concatenation
+    ax.plot([middle + 1.1, x_side, x_side], [rows["input"], rows["input"], rows["concatenated"]], color="grey",
+            ls="--", lw=1.0)  # fmt: skip
+    _arrow(ax, (x_side, rows["concatenated"]), (middle + 1.13, rows["concatenated"]), color="grey", ls="--")
+    ax.text(x_side - 0.04, rows["reduced"], "the input itself", rotation=90, ha="right", va="center",
+            color="dimgrey")  # fmt: skip
+    _box(ax, middle, rows["concatenated"], f"concatenate\n{shape(shapes['concatenated'])}", "#eeeeee", 2.2, 0.62)
+    _box(ax, middle, rows["output"], f"1x1 conv, BN, ReLU\n{shape(shapes['output'])}", "#9cc3e6", 2.2, 0.62)
+    _arrow(ax, (middle, rows["concatenated"] - 0.31), (middle, rows["output"] + 0.31))
     size = shapes["input"][2]
     bins = ", ".join(str(level["bin"]) for level in levels)
-    ax.set_title(f"The pyramid pooling module on a {size} x {size} centre map (bins {bins})")
+    ax.text(middle, 6.05, f"Pyramid pooling, bins {bins},\non a {size} x {size} centre map", ha="center",
+            va="bottom", fontsize=12)  # fmt: skip
     return fig
 
 
@@ -441,33 +486,39 @@ def plot_grid(image: np.ndarray, mask: np.ndarray, crop_size: int, title: str = 
 def plot_ablation(summary: Mapping, metrics: Sequence[str] = ("iou", "miou", "f1")) -> plt.Figure:
     """An archived ablation (``summary.json``): each seed's score per network, and the paired gap.
 
-    Left panels: one point per seed and network, the mean as a line. Right panel: the per-seed
-    gaps (P-LinkNet minus LinkNet34), their mean with the 95 % bootstrap interval, and the
-    paper's +0.22.
+    Top panels: one point per seed and network, the mean as a line. Bottom panel: the per-seed
+    gaps (P-LinkNet minus LinkNet34), their mean with the 95 % intervals, and the paper's +0.22.
     """
-    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(10, 3.6),
-                             gridspec_kw={"width_ratios": [1] * len(metrics) + [1.6]})  # fmt: skip
-    rng = np.random.default_rng(0)
-    for ax, metric in zip(axes, metrics):
-        for i, (name, m) in enumerate(summary["models"].items()):
-            values = m[f"{metric}_per_seed"]
-            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=model_colour(name, i), zorder=3, s=22)
-            ax.hlines(m[f"{metric}_mean"], i - 0.28, i + 0.28, color=model_colour(name, i), lw=2)
-        ax.set_xticks(range(len(summary["models"])), list(summary["models"]), fontsize=9)
-        ax.set_xlim(-0.6, len(summary["models"]) - 0.4)
-        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} per seed", fontsize=10)
-        ax.tick_params(labelsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("points", fontsize=10)
-    ax = axes[-1]
-    draw_gaps(axes[-1], summary, metrics, rng)
-    fig.tight_layout()
+    with plt.rc_context(PHONE):  # the metrics side by side above, the gaps below: legible on a phone
+        fig = plt.figure(figsize=(5.4, 7.4))
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.15])
+        axes = top.subplots(1, len(metrics))
+        rng = np.random.default_rng(0)
+        for ax, metric in zip(axes, metrics):
+            for i, (name, m) in enumerate(summary["models"].items()):
+                values = m[f"{metric}_per_seed"]
+                ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, color=model_colour(name, i), zorder=3,
+                           s=22, label=name)  # fmt: skip
+                ax.hlines(m[f"{metric}_mean"], i - 0.28, i + 0.28, color=model_colour(name, i), lw=2)
+            ax.set_xticks([])  # the networks by colour (legend): their names do not fit under a third of a phone
+            ax.set_xlim(-0.6, len(summary["models"]) - 0.4)
+            ax.set_title(METRIC_LABELS.get(metric, metric))
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].set_ylabel("points, per seed")
+        handles, labels = axes[0].get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        top.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique), frameon=False)
+        top.subplots_adjust(left=0.15, right=0.97, top=0.9, bottom=0.16, wspace=0.6)
+        ax = bottom.subplots()
+        draw_gaps(ax, summary, metrics, rng)
+        bottom.subplots_adjust(left=0.15, right=0.97, top=0.88, bottom=0.32)
     return fig
 
 
 def draw_gaps(ax, summary: Mapping, metrics=("iou", "miou", "f1"), rng=None) -> None:
     """One row per metric: the per-seed gaps (points), their mean with the 95 % paired t-interval (black) and the
-    bootstrap over seeds and tiles (grey, thinner, a sensitivity check); 0 and the paper's +0.22 as lines."""
+    bootstrap over seeds and tiles (grey, thinner, a sensitivity check); 0 and the paper's +0.22 as lines. Text
+    sizes come from the caller's rc (:data:`PHONE`)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     for row, metric in enumerate(metrics):
         gaps = summary[f"gap_{metric}_per_seed"]
@@ -482,13 +533,13 @@ def draw_gaps(ax, summary: Mapping, metrics=("iou", "miou", "f1"), rng=None) -> 
             ax.hlines(row + 0.25, b_low, b_high, color="grey", lw=2.5, label="bootstrap (check)" if row == 0 else None)
     ax.axvline(0, color="grey", lw=1)
     ax.axvline(summary.get("paper_gap", 0.22), color=OKABE_ITO["vermillion"], ls="--", lw=1.2, label="paper: +0.22")
-    ax.set_yticks(range(len(metrics)), [METRIC_LABELS.get(m, m) for m in metrics], fontsize=9)
+    ax.set_yticks(range(len(metrics)), [METRIC_LABELS.get(m, m) for m in metrics])
     ax.set_ylim(-0.6, len(metrics) - 0.4)
     ax.invert_yaxis()
-    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)", fontsize=10)
-    ax.set_title("gap: seeds, mean, 95 % interval", fontsize=10)
-    ax.tick_params(labelsize=9)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)  # off the data
+    ax.set_xlabel("P-LinkNet minus LinkNet34 (points)")
+    ax.set_title("gap: seeds, mean, 95 % interval")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, handlelength=1.5,
+              columnspacing=1)  # off the data  # fmt: skip
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -499,8 +550,9 @@ def plot_verdict(summary: Mapping, label: str, paper_scale_run: bool = True) -> 
     from plinknet.study.stats import verdict
 
     metrics = ("iou", "miou")
-    fig, ax = plt.subplots(figsize=(6.0, 4.6 if not paper_scale_run else 4.0))  # narrow: legible on a phone
-    draw_gaps(ax, summary, metrics)
+    with plt.rc_context(PHONE):  # narrow: legible on a phone
+        fig, ax = plt.subplots(figsize=(5.4, 4.8 if not paper_scale_run else 4.2))
+        draw_gaps(ax, summary, metrics)
     rows = [f"{METRIC_LABELS.get(m, m)}:\n{verdict(summary, m)}" for m in metrics]
     if not paper_scale_run:
         rows.append("Inria, paper\nscale: not run")
@@ -509,9 +561,6 @@ def plot_verdict(summary: Mapping, label: str, paper_scale_run: bool = True) -> 
                 va="center", fontsize=11, color="dimgrey")  # fmt: skip
     ax.set_yticks(range(len(rows)), rows)
     ax.set_title(f"P-LinkNet minus LinkNet34, {len(summary['seeds'])} seeds:\n{label}", fontsize=12)
-    ax.tick_params(labelsize=11)
-    ax.xaxis.label.set_size(11)
-    plt.setp(ax.get_legend().get_texts(), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -525,7 +574,8 @@ def plot_lab(summary: Mapping) -> plt.Figure:
     lab = summary["lab"]
     sizes = [f"recall_{size}" for size in lab["size_classes_m2"]]
     kinds = ["fp_rate"] + [k for k in next(iter(lab["models"].values())) if k.startswith("fp_rate_")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [len(sizes), len(kinds)]})
+    with plt.rc_context(PHONE):  # stacked: legible on a phone
+        fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.6))
     rng = np.random.default_rng(0)
     names = list(lab["models"])
     width = 0.8 / len(names)
@@ -544,10 +594,11 @@ def plot_lab(summary: Mapping) -> plt.Figure:
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     low, high = lab["size_classes_m2"]["medium"]
-    axes[0].set_title(f"buildings found, by size (medium: {low:g}-{high:g} m²)", fontsize=10)
-    axes[1].set_title("look-alike pixels predicted as building", fontsize=10)
-    axes[0].legend(fontsize=10)
-    fig.tight_layout()
+    axes[0].set_title(f"buildings found, by size (medium: {low:g}-{high:g} m²)", fontsize=11)
+    axes[1].set_title("look-alike pixels predicted as building", fontsize=11)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=11)  # off the data
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
@@ -570,15 +621,16 @@ def plot_lab_tile(image: np.ndarray, instances: np.ndarray, distractors: np.ndar
     for (code, kind), colour in zip(LOOKALIKE_KINDS.items(), kind_colours):
         labels[distractors == code] = _rgb(colour)
         handles.append(Patch(color=colour, label=f"look-alike: {kind}"))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.8))
-    axes[0].imshow(image)
-    axes[0].set_title("image")
-    axes[1].imshow(labels)
-    axes[1].set_title("lab labels")
-    for ax in axes:
-        ax.axis("off")
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    with plt.rc_context(PHONE):
+        fig, axes = plt.subplots(1, 2, figsize=(5.4, 3.9))
+        axes[0].imshow(image)
+        axes[0].set_title("image")
+        axes[1].imshow(labels)
+        axes[1].set_title("lab labels")
+        for ax in axes:
+            ax.axis("off")
+        fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, handlelength=1, columnspacing=1)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.26, 1, 1))
     return fig

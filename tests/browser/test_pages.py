@@ -8,7 +8,10 @@ checks on every page at a desktop (1280 x 800) and a phone (390 x 844) viewport:
 * every image loads;
 * nothing scrolls sideways but code blocks and the tables marked as scrolling (``plinknet-scrolls``: a line above
   such a table says so): the page itself never;
-* the claims ledger (chapter 7) fits the width of the page.
+* the claims ledger (chapter 7) fits the width of the page;
+* every figure's smallest text is 9 CSS px at least on the phone: the size that ``glue_figure`` wrote into the
+  image's metadata, scaled by how wide the page shows the image (``-s`` prints a table of them at both viewports,
+  also written to ``figure-text.md`` in pytest's temporary folder).
 
 Chromium is looked up as ``$CHROMIUM``, else ``chromium``; ``.ci/run`` installs it when it is missing.
 """
@@ -22,6 +25,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -76,6 +80,15 @@ OVERFLOWING = """() => {
 
 BROKEN_IMAGES = """() => [...document.images].filter(i => i.getBoundingClientRect().width > 0 || i.loading !== 'lazy')
   .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.currentSrc || i.src)"""
+
+
+FIGURES = """() => [...document.querySelectorAll('.bd-article figure img')].map(i => {
+  const figure = i.closest('figure');
+  const number = figure.querySelector('.caption-number');
+  return {src: new URL(i.currentSrc || i.src).pathname, shown: i.getBoundingClientRect().width,
+          natural: i.naturalWidth, figure: number ? `${number.textContent.trim()} (${figure.id})` : figure.id};
+})"""
+LEGIBLE = 9  # CSS px: the smallest text a phone reader reads without zooming
 
 
 @contextlib.contextmanager
@@ -141,3 +154,48 @@ def test_the_claims_ledger_fits(browser, site, viewport):
         ledger = page.locator("table", has_text="this book measured").first
         table, frame = ledger.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
         assert table <= frame + 1, f"the ledger is {table} px wide in {frame} px"
+
+
+@pytest.fixture(scope="module")
+def figure_text(tmp_path_factory):
+    """``{(page, figure): {viewport: smallest text in CSS px}}``, filled by the figure check; a table after it."""
+    sizes: dict = {}
+    yield sizes
+    if sizes:
+        def cell(at, viewport):
+            if viewport not in at:
+                return "-"
+            return "no text" if at[viewport] == float("inf") else f"{at[viewport]:.1f}"
+
+        lines = ["| page | figure | smallest text at 390 px (CSS px) | at 1280 px |", "|---|---|---|---|"]
+        lines += [f"| {page} | {figure} | {cell(at, 'phone')} | {cell(at, 'desktop')} |"
+                  for (page, figure), at in sorted(sizes.items())]  # fmt: skip
+        path = tmp_path_factory.getbasetemp() / "figure-text.md"
+        path.write_text("\n".join(lines) + "\n")
+        print(f"\nEach figure's smallest text ({path}):\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+@pytest.mark.parametrize("page_name", PAGES)
+def test_every_figure_is_legible_on_a_phone(browser, site, page_name, viewport, figure_text):
+    from plinknet_book.context import read_smallest_text_px
+
+    with _page(browser, site, page_name, viewport) as (page, _):
+        figures = page.evaluate(FIGURES)
+    problems = []
+    for figure in figures:
+        path = SITE / unquote(figure["src"]).lstrip("/")
+        smallest = read_smallest_text_px(path)
+        if smallest is None:
+            problems.append(f"{figure['figure']}: {path.name} carries no smallest-text size; glue it with "
+                            "plinknet_book.context.glue_figure and execute the notebook again")  # fmt: skip
+        elif figure["natural"] == 0:
+            problems.append(f"{figure['figure']}: {path.name} did not load")
+        elif figure["shown"] > 0:  # not hidden (a closed dropdown)
+            size = smallest * figure["shown"] / figure["natural"]
+            figure_text[(page_name, figure["figure"])] = {**figure_text.get((page_name, figure["figure"]), {}),
+                                                          viewport: size}  # fmt: skip
+            if viewport == "phone" and size < LEGIBLE:
+                problems.append(f"{figure['figure']}: smallest text {size:.1f} CSS px at {VIEWPORTS[viewport][0]} px "
+                                f"wide, under {LEGIBLE}: draw it narrower or with larger text")  # fmt: skip
+    assert not problems, f"{page_name}: " + "; ".join(problems)
