@@ -47,8 +47,12 @@ test-all: venv
 data: venv
 	test -d $(DATA)/AerialImageDataset || $(VENV)/bin/plinknet synth --out $(DATA) --seed 0
 
-# Execute every chapter in order with papermill (outputs are committed), then build the HTML.
+# Execute every chapter in order with papermill (outputs are committed), then build the HTML. First the install
+# cell of every notebook is pinned to the checked-out commit (on Colab it installs that commit: the code behind the
+# outputs; a warning when the code has uncommitted changes); last, the versions that ran are written for a rerun
+# (requirements-lock.txt).
 notebooks: venv data
+	$(PY) -m plinknet_book.install_cell --pin
 	@for nb in $(NOTEBOOKS); do \
 		echo "== papermill $$nb"; \
 		$(VENV)/bin/papermill --cwd book -k python3 $$nb $$nb || exit 1; \
@@ -135,9 +139,9 @@ REHEARSAL ?= runs/paper-rehearsal
 paper-rehearsal: venv
 	$(PY) -m plinknet.trials.paper_rehearsal --folder $(REHEARSAL) --book book --make "$(MAKE)"
 
-# After changing repository.url in _config.yml: make the Colab install cells follow.
+# After changing repository.url in _config.yml: make the notebooks' install cells (Colab) follow.
 repo-url: venv
-	$(PY) book/set_repo_url.py
+	$(PY) -m plinknet_book.install_cell
 
 # What the build makes, nothing else: runs/ (checkpoints, which a re-score needs) and results/ stay.
 clean:
