@@ -40,7 +40,7 @@ if "google.colab" in sys.modules or os.environ.get("PLINKNET_INSTALL"):  # GPU: 
         except FileNotFoundError:
             raise RuntimeError(f"{{command[0]}} is not installed. {{fix}}") from None
         if done.returncode:
-            raise RuntimeError(f"{{' '.join(command)}} failed: {{done.stderr.strip()[-1000:]}} {{fix}}")
+            raise RuntimeError(f"{{' '.join(command)}} failed: {{done.stderr.strip()[-1000:]}}\\n{{fix}}")
 
     if not os.path.isdir(os.path.join(checkout, ".git")):
         run("git", "clone", "--quiet", REPOSITORY, checkout, fix="Install git, or check REPOSITORY.")
@@ -106,10 +106,10 @@ def head_commit(root: str | Path) -> str:
     changes (they are not in that commit)."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                             check=True).stdout.strip()  # fmt: skip
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *INSTALLED_PATHS],
-                             cwd=root, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", *INSTALLED_PATHS], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     if changed:
-        print(f"warning: uncommitted changes in {', '.join(sorted({line[3:] for line in changed.splitlines()}))}: "
+        print(f"warning: uncommitted changes in {', '.join(changed)}: "
               f"the install cell pins {commit[:12]}, which lacks them; Colab readers will run that commit's code. "
               "Commit first, then make notebooks.", file=sys.stderr)  # fmt: skip
     return commit
