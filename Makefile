@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA := data/synthetic
 NOTEBOOKS := book/intro.ipynb $(sort $(wildcard book/[0-9][0-9]_*.ipynb))
 
-.PHONY: venv test lint-workflows test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean clean-runs repo-url ci
+.PHONY: venv test lint-workflows test-all book notebooks html data lint bench rehearsal data-passes stability gpu-check ablation paper paper-rehearsal clean clean-runs repo-url binder-lock ci
 
 venv: $(STAMP)
 
@@ -47,8 +47,12 @@ test-all: venv
 data: venv
 	test -d $(DATA)/AerialImageDataset || $(VENV)/bin/plinknet synth --out $(DATA) --seed 0
 
-# Execute every chapter in order with papermill (outputs are committed), then build the HTML.
+# Execute every chapter in order with papermill (outputs are committed), then build the HTML. First the install
+# cell of every notebook is pinned to the checked-out commit (on Colab it installs that commit: the code behind the
+# outputs; a warning when the code has uncommitted changes); last, the versions that ran are written for a rerun
+# (requirements-lock.txt) and for Binder (binder/).
 notebooks: venv data
+	$(PY) -m plinknet_book.install_cell --pin
 	@for nb in $(NOTEBOOKS); do \
 		echo "== papermill $$nb"; \
 		$(VENV)/bin/papermill --cwd book -k python3 $$nb $$nb || exit 1; \
@@ -60,6 +64,7 @@ notebooks: venv data
 	@echo "# To rerun with them: pip install -r requirements-lock.txt && pip install --no-deps -e ." >> requirements-lock.txt
 	@echo "# torch's build may not exist for your machine: then install torch as usual and the rest from here." >> requirements-lock.txt
 	$(PY) -m pip freeze --exclude-editable >> requirements-lock.txt
+	@$(MAKE) --no-print-directory binder-lock
 
 html: venv
 	$(VENV)/bin/jupyter-book build . -W --keep-going
@@ -135,9 +140,14 @@ REHEARSAL ?= runs/paper-rehearsal
 paper-rehearsal: venv
 	$(PY) -m plinknet.trials.paper_rehearsal --folder $(REHEARSAL) --book book --make "$(MAKE)"
 
-# After changing repository.url in _config.yml: make the Colab install cells follow.
+# After changing repository.url in _config.yml: make the notebooks' install cells (Colab) follow.
 repo-url: venv
-	$(PY) book/set_repo_url.py
+	$(PY) -m plinknet_book.install_cell
+
+# Binder's environment, binder/ (repo2docker reads it before environment.yml): requirements-lock.txt with the CPU
+# builds of torch and torchvision, and the Python that ran the book. make notebooks runs it.
+binder-lock: venv
+	$(PY) -m plinknet_book.binder_lock
 
 # What the build makes, nothing else: runs/ (checkpoints, which a re-score needs) and results/ stay.
 clean:

@@ -32,13 +32,6 @@ def test_every_page_has_parameters_and_a_provenance_footer(path):
             assert not long, f"{path.name}: shown code lines over {SHOWN_LINE} characters: {long}"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
-def test_colab_install_cell_is_kept_but_not_rendered(path):
-    install = [c for c in cells(path) if "google.colab" in "".join(c["source"])]
-    if path.stem != "07_conclusion":  # reads archives only
-        assert len(install) == 1 and "remove-cell" in tags(install[0])
-
-
 def test_citation_file():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["title"] and citation["authors"]
@@ -134,7 +127,7 @@ def test_page_one_opens_with_its_status_from_the_archives(tmp_path):
     import nbformat
 
     page_one = nbformat.read(ROOT / "book" / "intro.ipynb", as_version=4).cells
-    shown = [c for c in page_one if "parameters" not in c.metadata.get("tags", [])]  # the parameters are hidden
+    shown = [c for c in page_one if "remove-cell" not in c.metadata.get("tags", [])]  # install cell, parameters
     assert shown[0].source.startswith("# ") and "\n" not in shown[0].source.strip()  # the title alone
     assert "status_line" in shown[1].source  # then the status: the first thing a reader sees under the title
 

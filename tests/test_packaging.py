@@ -41,6 +41,38 @@ def test_torch_is_not_pinned_to_the_local_cpu_wheel():
     assert "torch==" not in text
 
 
+def test_pyproject_stays_unpinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = [r for extra in project["optional-dependencies"].values() for r in extra + project["dependencies"]
+              if "==" in r]  # fmt: skip
+    assert not pinned, f"pyproject.toml pins {pinned}: exact versions belong in binder/ and requirements-lock.txt"
+
+
+def _pins(text: str) -> dict[str, str]:
+    from plinknet_book.binder_lock import normalized
+
+    pairs = (line.split("#")[0].strip().partition("==") for line in text.splitlines())
+    return {normalized(name): version for name, sep, version in pairs if sep}
+
+
+def test_binder_pins_what_executed_the_book():
+    """binder/ (read by Binder before the root) pins every dependency of plinknet and of its book extra exactly,
+    at the versions of requirements-lock.txt, with torch's CPU builds, and installs plinknet from the repository."""
+    from plinknet_book.binder_lock import binder_requirements, normalized
+
+    text = (ROOT / "binder" / "requirements.txt").read_text()
+    lock = (ROOT / "requirements-lock.txt").read_text()
+    assert text == binder_requirements(lock), "binder/ is out of date with requirements-lock.txt: make binder-lock"
+    pins = _pins(text)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = {normalized(_name(r)) for r in project["dependencies"] + project["optional-dependencies"]["book"]}
+    assert not direct - set(pins), f"binder/requirements.txt does not pin {sorted(direct - set(pins))}"
+    assert pins["torch"].endswith("+cpu") and pins["torchvision"].endswith("+cpu")
+    assert not [name for name in pins if name.startswith(("nvidia-", "cuda-"))]
+    assert text.rstrip().splitlines()[-1].split("#")[0].strip() == "-e .[book]"  # plinknet itself, this checkout
+    assert re.fullmatch(r"python-3\.\d+\n", (ROOT / "binder" / "runtime.txt").read_text())
+
+
 def test_command_line_help():
     out = subprocess.run(
         [sys.executable, "-m", "plinknet", "--help"], capture_output=True, text=True, check=True
