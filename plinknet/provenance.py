@@ -35,6 +35,10 @@ def git_commit(repository: str | os.PathLike = REPOSITORY) -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *COMPUTING_PATHS],
                                cwd=repository, capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
+        # installed, not run from a clone: the notebooks' install cell (Colab) names the checkout it installed
+        checkout = os.environ.get("PLINKNET_CHECKOUT")
+        if checkout and Path(checkout).resolve() != Path(repository).resolve():
+            return git_commit(checkout)
         return "unknown"
     return commit + ("+changes" if dirty else "")
 

@@ -116,3 +116,5 @@ def test_a_chapter_copied_alone_runs_as_on_colab(tmp_path):
     results = colab / "plinknet" / "results"
     ledger = claims_ledger(load_summary(results / "ablation-synthetic-cpu"), load_summary(results / "paper-inria-gpu"))
     assert ledger in shown.values() and claims_ledger(None, None) not in shown.values()  # the archive was read
+    footer = "".join(shown.values()).split("How this page was made")[-1]
+    assert f"from commit `{commit[:12]}`" in footer, footer  # the installed copy's commit, not "unknown"
