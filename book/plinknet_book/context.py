@@ -230,15 +230,13 @@ def glue_text(name: str, value) -> None:
     glue(name, value, display=False)
 
 
-def glue_split(select_tiles) -> dict[str, str]:
+def glue_split(select_tiles) -> None:
     """The split in words (:func:`plinknet.data.tiles.split_words`) for the prose: ``{glue:text}`split-val```,
     ``split-select`` and ``split-train``, so that no page types a tile number."""
     from plinknet.data.tiles import split_words
 
-    words = split_words(tuple(select_tiles))
-    for split, text in words.items():
+    for split, text in split_words(tuple(select_tiles)).items():
         glue_text(f"split-{split}", text)
-    return words
 
 
 def _recipe_fields() -> list[str]:
