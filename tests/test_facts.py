@@ -111,7 +111,7 @@ def statements(page: str, text: str) -> list[tuple[str, str, str]]:
         if header[:2] == ["convention", "IoU"]:  # chapter 6: the same predictions under each convention
             for network, row in zip(("P-LinkNet", "LinkNet34"), [r for r in rows if r[0].startswith("counts")]):
                 found += [("demo whole-tile", f"{network} {header[i]}", row[i]) for i in range(1, 6)]
-    return [(fact, key, value) for fact, key, value in found]
+    return found
 
 
 def expected_from_archive() -> dict[tuple[str, str], str]:
@@ -144,7 +144,7 @@ def stated():
 
 
 def test_every_shared_fact_has_one_value_on_every_page(stated):
-    split = {role: phrase for role, phrase in split_words().items()}
+    split = split_words()
     expected = {("split", role): phrase for role, phrase in split.items()} | expected_from_archive()
     wrong = []
     for (fact, key), values in sorted(stated.items()):

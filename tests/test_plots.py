@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # CSS px: how wide a figure is shown on a 390 x 844 phone. Measured in Chromium (Playwright) on the built site:
 # clientWidth of every `.bd-article figure img` at that viewport, full-width figures and `:figwidth:` ones alike.
 PHONE_FIGURE_WIDTH = 342
-LEGIBLE = 9  # CSS px: the smallest text a phone reader can read without zooming
 CITIES = ["alpine", "farmland", "gridtown", "oldtown", "suburbia"]
 
 
@@ -194,6 +193,8 @@ def phone_text_px(image: bytes) -> float:
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_every_figure_is_legible_on_a_phone(name, root):
+    from plinknet_book.context import LEGIBLE_CSS_PX as LEGIBLE
+
     size = phone_text_px(draw(name, root))
     assert size >= LEGIBLE, f"{name}: smallest text {size:.1f} CSS px on a 390 px phone, under {LEGIBLE}"
 

@@ -141,6 +141,7 @@ def _short(commit: str) -> str:
 
 
 SMALLEST_TEXT_KEY = "plinknet:smallest-text-px"  # the saved image's metadata: its smallest text, in its own pixels
+LEGIBLE_CSS_PX = 9  # the smallest text a phone reader reads without zooming (tests/test_plots.py, tests/browser)
 
 
 def smallest_text_px(fig, dpi: float) -> float | None:

@@ -88,7 +88,6 @@ FIGURES = """() => [...document.querySelectorAll('.bd-article figure img')].map(
   return {src: new URL(i.currentSrc || i.src).pathname, shown: i.getBoundingClientRect().width,
           natural: i.naturalWidth, figure: number ? `${number.textContent.trim()} (${figure.id})` : figure.id};
 })"""
-LEGIBLE = 9  # CSS px: the smallest text a phone reader reads without zooming
 
 
 @contextlib.contextmanager
@@ -178,6 +177,7 @@ def figure_text(tmp_path_factory):
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 @pytest.mark.parametrize("page_name", PAGES)
 def test_every_figure_is_legible_on_a_phone(browser, site, page_name, viewport, figure_text):
+    from plinknet_book.context import LEGIBLE_CSS_PX as LEGIBLE
     from plinknet_book.context import read_smallest_text_px
 
     with _page(browser, site, page_name, viewport) as (page, _):
